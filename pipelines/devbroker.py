@@ -1,0 +1,319 @@
+"""The local development broker: the real Apache Kafka, single-node KRaft, on loopback.
+
+The broker jars come from Maven Central through ``mvn`` into a cache directory that is
+reused once filled; the broker runs as ``java -cp 'libs/*' kafka.Kafka`` in a data
+directory of its own. Tests, benchmarks and ``qanat up`` all use this class.
+
+>>> broker = LocalBroker(Path("/tmp/qanat-broker"), port=19092)   # doctest: +SKIP
+>>> broker.start()                                                 # doctest: +SKIP
+'127.0.0.1:19092'
+>>> broker.stop()                                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.errors import FatalError
+
+logger = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.0"
+SCALA_VERSION = "2.13"
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qanat"
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.qanat</groupId><artifactId>kafka-broker-libs</artifactId><version>1</version>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
+      <version>{version}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """Configuration:
+  status: warn
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: {level}
+      AppenderRef:
+        - ref: STDOUT
+"""
+
+
+class DevBrokerError(FatalError):
+    """The local broker could not be fetched, started or stopped; the message says why."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise DevBrokerError(f"{tool} not found on PATH: {hint}")
+    return path
+
+
+def fetch_kafka_libs(version: str = KAFKA_VERSION, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """Resolve kafka_2.13 and its runtime dependencies with Maven; return the libs dir."""
+    home = cache_dir / f"kafka-{SCALA_VERSION}-{version}"
+    libs = home / "libs"
+    if (home / ".complete").exists():
+        return libs
+    mvn = _require("mvn", "install Maven (Debian: apt-get install maven) to fetch Kafka")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "pom.xml").write_text(_POM.format(scala=SCALA_VERSION, version=version))
+    staging = home / "libs.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    _mvn(mvn, home, "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
+         "-DincludeScope=runtime")
+    # The published POM leaves out the SLF4J binding; match the log4j it resolved.
+    log4j = sorted(staging.glob("log4j-api-*.jar"))
+    if not log4j:
+        raise DevBrokerError(f"Maven resolved no log4j-api for Kafka {version}")
+    log4j_version = log4j[-1].name.removeprefix("log4j-api-").removesuffix(".jar")
+    _mvn(mvn, home, "dependency:copy",
+         f"-Dartifact=org.apache.logging.log4j:log4j-slf4j-impl:{log4j_version}",
+         f"-DoutputDirectory={staging}")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    (home / ".complete").write_text(version)
+    return libs
+
+
+def _mvn(mvn: str, cwd: Path, *args: str) -> None:
+    command = [mvn, "-B", "-q", *args]
+    logger.info("fetching Kafka jars: %s", " ".join(command))
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
+        reason = lines[0] if lines else f"mvn exited {result.returncode}"
+        raise DevBrokerError(f"fetching Kafka {KAFKA_VERSION} from Maven Central failed: {reason}")
+
+
+@dataclass
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    answering: bool
+
+
+@dataclass
+class LocalBroker:
+    """A single-node KRaft Kafka broker whose files all live under ``data_dir``."""
+
+    data_dir: Path
+    port: int = 9092
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    version: str = KAFKA_VERSION
+    heap: str = "512m"
+    log_level: str = "WARN"
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def start(self, timeout: float = 90.0) -> str:
+        """Fetch (if needed), format (if new), start and wait until metadata answers."""
+        status = self.status()
+        if status.running:
+            if not status.answering:
+                self._wait_until_answering(status.pid, timeout)
+            return self.bootstrap
+        java = _require("java", "install a Java 17+ runtime (Debian: apt-get install default-jre)")
+        if not port_is_free(self.port):
+            raise DevBrokerError(f"port {self.port} on 127.0.0.1 is taken: stop what uses it "
+                                 "or choose another port (--port / QANAT_DEV_BROKER_PORT)")
+        libs = fetch_kafka_libs(self.version, self.cache_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        properties = self._write_config()
+        classpath = f"{libs}/*"
+        if not (self.data_dir / "kraft" / "meta.properties").exists():
+            self._format(java, classpath, properties)
+        command = [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+                   "-Djava.awt.headless=true",
+                   f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+                   "-cp", classpath, "kafka.Kafka", str(properties)]
+        with self.log_file.open("ab") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, start_new_session=True)
+        self._pid_file.write_text(str(self._process.pid))
+        try:
+            self._wait_until_answering(self._process.pid, timeout)
+        except DevBrokerError:
+            self.stop()
+            raise
+        return self.bootstrap
+
+    def _controller_port(self) -> int:
+        # The controller's address is written into the formatted quorum, so it is kept.
+        stored = self.data_dir / "controller.port"
+        if stored.exists():
+            return int(stored.read_text())
+        port = free_port()
+        stored.write_text(str(port))
+        return port
+
+    def _write_config(self) -> Path:
+        controller = f"127.0.0.1:{self._controller_port()}"
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": controller,
+            "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://{controller}",
+            "advertised.listeners": f"PLAINTEXT://{self.bootstrap}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "kraft"),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        (self.data_dir / "log4j2.yaml").write_text(_LOG4J2.format(level=self.log_level))
+        return path
+
+    def _format(self, java: str, classpath: str, properties: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        result = subprocess.run(
+            [java, f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+             "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+             "-t", cluster_id, "-c", str(properties)],
+            capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise DevBrokerError(f"formatting the KRaft store failed: {detail[-1] if detail else ''}")
+
+    def _wait_until_answering(self, pid: int | None, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pid is not None and not _alive(pid):
+                raise DevBrokerError(f"the broker exited during start-up; last lines of "
+                                     f"{self.log_file}: {self._log_tail()}")
+            if metadata_answers(self.bootstrap, 2.0):
+                return
+            time.sleep(0.3)
+        raise DevBrokerError(f"the broker did not answer on {self.bootstrap} within "
+                             f"{timeout:.0f}s; see {self.log_file}")
+
+    def _log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:])
+
+    def _read_pid(self) -> int | None:
+        try:
+            pid = int(self._pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def status(self) -> BrokerStatus:
+        pid = self._read_pid()
+        answering = pid is not None and metadata_answers(self.bootstrap, 2.0)
+        return BrokerStatus(pid is not None, pid, self.bootstrap, answering)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM, wait for a clean shutdown, SIGKILL only past ``timeout``."""
+        pid = self._read_pid()
+        if pid is None:
+            self._pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            self._reap(pid)
+            time.sleep(0.1)
+        if _alive(pid):
+            logger.warning("broker %s did not stop within %.0fs; killing it", pid, timeout)
+            os.kill(pid, signal.SIGKILL)
+            self._reap(pid, block=True)
+        self._pid_file.unlink(missing_ok=True)
+        return True
+
+    def _reap(self, pid: int, block: bool = False) -> None:
+        if self._process is not None and self._process.pid == pid:
+            if block:
+                self._process.wait()
+            else:
+                self._process.poll()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A child that exited but was not reaped yet is a zombie: not alive.
+    try:
+        with Path(f"/proc/{pid}/stat").open() as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def metadata_answers(bootstrap: str, timeout: float) -> bool:
+    """True when a broker at ``bootstrap`` returns cluster metadata within ``timeout``."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
+                         "logger": logging.getLogger("qanat.devbroker.probe")})
+    try:
+        return bool(admin.list_topics(timeout=timeout).brokers)
+    except KafkaException:
+        return False

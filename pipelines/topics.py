@@ -1,0 +1,101 @@
+"""Topic names, message keys and header names of the record contract (design.md)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Raw-event headers, set by every source.
+H_VERTICAL = "qanat.vertical"
+H_TYPE = "qanat.type"
+H_SOURCE = "qanat.source"
+H_INGESTION_ID = "qanat.ingestion_id"
+H_EVENT_ID = "qanat.event_id"
+H_RECEIVED_AT = "qanat.received_at"
+H_CONTENT_TYPE = "content-type"
+
+# Dead-letter headers, added by the stage that rejected the event.
+H_ERROR_STAGE = "qanat.error.stage"
+H_ERROR_REASON = "qanat.error.reason"
+H_ERROR_DETAILS = "qanat.error.details"
+H_ERROR_AT = "qanat.error.at"
+H_ERROR_TOPIC = "qanat.error.topic"
+H_ERROR_PARTITION = "qanat.error.partition"
+H_ERROR_OFFSET = "qanat.error.offset"
+H_REPLAY_COUNT = "qanat.replay.count"
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The topics of one qanat deployment, all under one prefix."""
+
+    prefix: str = "qanat"
+
+    @property
+    def raw(self) -> str:
+        return f"{self.prefix}.raw"
+
+    @property
+    def records(self) -> str:
+        return f"{self.prefix}.records"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    @property
+    def schemas(self) -> str:
+        return f"{self.prefix}.schemas"
+
+    def all(self) -> tuple[str, ...]:
+        return (self.raw, self.records, self.dlq, self.schemas)
+
+
+def record_key(vertical: str, type_: str, source_id: str) -> str:
+    """The key that sends every version of one entity to one partition."""
+    return f"{vertical}/{type_}/{source_id}"
+
+
+def encode_headers(values: Mapping[str, str]) -> Headers:
+    return [(name, value.encode("utf-8")) for name, value in values.items()]
+
+
+def decode_headers(headers: Iterable[tuple[str, Any]] | None) -> dict[str, str]:
+    """Headers as a dict of UTF-8 strings (the last value wins for a repeated name)."""
+    decoded: dict[str, str] = {}
+    for name, value in headers or ():
+        if isinstance(value, bytes | bytearray):
+            decoded[name] = bytes(value).decode("utf-8", errors="replace")
+        elif value is not None:
+            decoded[name] = str(value)
+    return decoded
+
+
+def ensure_topics(client_config: dict[str, Any], topics: TopicNames, partitions: int,
+                  replication_factor: int, timeout: float = 30.0) -> None:
+    """Create the qanat topics that do not exist yet (the schemas topic is compacted)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(client_config)
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = []
+    for name in topics.all():
+        if name in existing:
+            continue
+        config = {"cleanup.policy": "compact"} if name == topics.schemas else {}
+        wanted.append(NewTopic(name, num_partitions=1 if name == topics.schemas else partitions,
+                               replication_factor=replication_factor, config=config))
+    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+            logger.info("created topic %s", name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise

@@ -1,0 +1,1 @@
+"""qanat sinks: each module upserts normalized records into a datastore."""

@@ -1,0 +1,1 @@
+"""qanat sources: each module publishes raw events to the raw topic."""
