@@ -224,7 +224,7 @@ class LocalBroker:
         return path
 
     def _format(self, java: str, classpath: str, properties: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         result = subprocess.run(
             [java, f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
              "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
@@ -304,6 +304,14 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _cluster_id() -> str:
+    """A Kafka-style base64url UUID; like Kafka's own, never starting with '-' (a CLI flag)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def metadata_answers(bootstrap: str, timeout: float) -> bool:

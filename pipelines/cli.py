@@ -1,0 +1,246 @@
+"""``qanat``: the one command that starts every part. The only module that knows them all."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+
+from pipelines.config import CoreSettings, KafkaSettings, load
+from pipelines.errors import FatalError
+
+app = typer.Typer(help="qanat: streaming ingestion into PostgreSQL or SQLite, on Kafka.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+dev_app = typer.Typer(help="Local development tools.", no_args_is_help=True)
+broker_app = typer.Typer(help="The local Apache Kafka broker (single-node KRaft).",
+                         no_args_is_help=True)
+source_app = typer.Typer(help="Run a source: publishes raw events to Kafka.", no_args_is_help=True)
+sink_app = typer.Typer(help="Run a sink: upserts records into a store.", no_args_is_help=True)
+db_app = typer.Typer(help="Datastore administration.", no_args_is_help=True)
+records_app = typer.Typer(help="Read stored records.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+dev_app.add_typer(broker_app, name="broker")
+app.add_typer(source_app, name="source")
+app.add_typer(sink_app, name="sink")
+app.add_typer(db_app, name="db")
+app.add_typer(records_app, name="records")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fatal_errors(func: F) -> F:
+    """Turn qanat's fatal errors into one line on stderr and exit status 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FatalError as exc:
+            typer.echo(f"qanat: error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _logging(core: CoreSettings) -> None:
+    logging.basicConfig(level=core.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings() -> tuple[CoreSettings, KafkaSettings]:
+    core = load(CoreSettings)
+    _logging(core)
+    return core, load(KafkaSettings)
+
+
+# --- local development ---------------------------------------------------------------
+
+PortOption = Annotated[int, typer.Option(help="Broker port on 127.0.0.1.",
+                                         envvar="QANAT_DEV_BROKER_PORT")]
+
+
+def _broker(port: int) -> Any:
+    from pipelines.devbroker import LocalBroker
+
+    core = load(CoreSettings)
+    return LocalBroker(core.data_dir / "broker", port=port)
+
+
+@broker_app.command("start")
+@fatal_errors
+def broker_start(port: PortOption = 9092) -> None:
+    """Fetch (once) and start the broker; returns when it answers."""
+    typer.echo(f"Apache Kafka is up at {_broker(port).start()}")
+
+
+@broker_app.command("stop")
+@fatal_errors
+def broker_stop(port: PortOption = 9092) -> None:
+    """Stop the broker cleanly (SIGTERM, then wait)."""
+    typer.echo("stopped" if _broker(port).stop() else "not running")
+
+
+@broker_app.command("status")
+@fatal_errors
+def broker_status(port: PortOption = 9092) -> None:
+    """Say whether the broker runs and answers; exit 1 when it does not."""
+    status = _broker(port).status()
+    if status.running:
+        state = "answering" if status.answering else "not answering"
+        typer.echo(f"running (pid {status.pid}) at {status.bootstrap}, {state}")
+    else:
+        typer.echo("not running")
+    raise typer.Exit(0 if status.answering else 1)
+
+
+@broker_app.command("fetch")
+@fatal_errors
+def broker_fetch() -> None:
+    """Download the Kafka jars with Maven into the cache (nothing else)."""
+    from pipelines.devbroker import fetch_kafka_libs
+
+    typer.echo(f"Kafka jars in {fetch_kafka_libs()}")
+
+
+@app.command("up")
+@fatal_errors
+def up(
+    broker_port: PortOption = 9092,
+    http_port: Annotated[int, typer.Option(envvar="QANAT_HTTP_PORT")] = 8080,
+    http_host: Annotated[str, typer.Option(envvar="QANAT_HTTP_HOST")] = "127.0.0.1",
+    schema_dir: Annotated[Path, typer.Option(envvar="QANAT_TRANSFORM_SCHEMA_DIR")] = Path(
+        "schemas"),
+) -> None:
+    """Start the local pipeline: broker, HTTP source, transform, SQLite sink."""
+    from pipelines.up import run_local_pipeline
+    from sinks.sqlite import SQLiteSinkSettings
+
+    core = load(CoreSettings)
+    sqlite_path = load(SQLiteSinkSettings).path
+    raise typer.Exit(run_local_pipeline(core.data_dir, broker_port, http_host, http_port,
+                                        sqlite_path, schema_dir))
+
+
+# --- the pipeline's services ---------------------------------------------------------
+
+@source_app.command("http")
+@fatal_errors
+def source_http() -> None:
+    """The HTTP ingest API (batch endpoint)."""
+    import uvicorn
+
+    from sources.http import HttpSourceSettings, create_app
+
+    core, kafka = _settings()
+    settings = load(HttpSourceSettings)
+    uvicorn.run(create_app(kafka, settings), host=settings.host, port=settings.port,
+                log_level=core.log_level.lower(), timeout_graceful_shutdown=10)
+
+
+@app.command("transform")
+@fatal_errors
+def transform() -> None:
+    """Validate and normalize raw events into records; route failures to the DLQ."""
+    from pipelines.topics import ensure_topics
+    from pipelines.transform import TransformSettings, build_transform_app
+
+    core, kafka = _settings()
+    settings = load(TransformSettings)
+    ensure_topics(kafka.client(), kafka.topics, kafka.partitions, kafka.replication_factor)
+    build_transform_app(kafka, core, settings).run()
+
+
+def _run_sink(sink: Any, group: str, core: CoreSettings, kafka: KafkaSettings) -> None:
+    from pipelines.quixapp import quix_application
+    from pipelines.topics import ensure_topics
+
+    ensure_topics(kafka.client(), kafka.topics, kafka.partitions, kafka.replication_factor)
+    quix = quix_application(kafka, core, group)
+    topic = quix.topic(kafka.topics.records, value_deserializer="json", key_deserializer="str")
+    quix.dataframe(topic).sink(sink)
+    quix.run()
+
+
+@sink_app.command("sqlite")
+@fatal_errors
+def sink_sqlite() -> None:
+    """Upsert records into SQLite (the embedded default)."""
+    from sinks.base import KafkaDeadLetters
+    from sinks.sqlite import SQLiteSink, SQLiteSinkSettings
+
+    core, kafka = _settings()
+    sink = SQLiteSink(load(SQLiteSinkSettings), dead_letters=KafkaDeadLetters(kafka))
+    _run_sink(sink, "sink-sqlite", core, kafka)
+
+
+@sink_app.command("postgres")
+@fatal_errors
+def sink_postgres() -> None:
+    """Upsert records into PostgreSQL."""
+    from sinks.base import KafkaDeadLetters
+    from sinks.postgres import PostgresSink, PostgresSinkSettings
+
+    core, kafka = _settings()
+    sink = PostgresSink(load(PostgresSinkSettings), dead_letters=KafkaDeadLetters(kafka))
+    _run_sink(sink, "sink-postgres", core, kafka)
+
+
+@db_app.command("init")
+@fatal_errors
+def db_init(store: Annotated[str, typer.Argument(help="sqlite or postgres")] = "sqlite") -> None:
+    """Create the tables and indexes of a store."""
+    if store == "sqlite":
+        from sinks.sqlite import SQLiteSinkSettings
+        from sinks.sqlite import init_db as init_sqlite
+
+        settings = load(SQLiteSinkSettings)
+        init_sqlite(settings)
+        typer.echo(f"initialized {settings.path}")
+    elif store == "postgres":
+        from sinks.postgres import PostgresSinkSettings
+        from sinks.postgres import init_db as init_postgres
+
+        init_postgres(load(PostgresSinkSettings))
+        typer.echo("initialized PostgreSQL")
+    else:
+        raise FatalError(f"unknown store {store!r}: choose sqlite or postgres")
+
+
+@records_app.command("ls")
+@fatal_errors
+def records_ls(
+    vertical: Annotated[str | None, typer.Option(help="Only this vertical.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 20,
+) -> None:
+    """Print the newest records stored in SQLite, one JSON line each."""
+    from sinks.sqlite import SQLiteSinkSettings
+
+    settings = load(SQLiteSinkSettings)
+    if not settings.path.exists():
+        raise FatalError(f"no SQLite database at {settings.path} yet")
+    query = (f'SELECT vertical, type, source_id, name, data, event_time FROM "{settings.table}" '
+             "WHERE (? IS NULL OR vertical = ?) AND (? IS NULL OR type = ?) "
+             "ORDER BY updated_at DESC LIMIT ?")
+    with sqlite3.connect(settings.path) as conn:
+        rows = conn.execute(query, (vertical, vertical, type_, type_, limit)).fetchall()
+    columns = ("vertical", "type", "source_id", "name", "vertical_data", "event_time")
+    for row in rows:
+        record = dict(zip(columns, row, strict=True))
+        record["vertical_data"] = orjson.loads(record["vertical_data"])
+        typer.echo(orjson.dumps(record).decode())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Fixtures that find the real components (design.md, "Local broker").
+
+Kafka: ``QANAT_TEST_KAFKA_BOOTSTRAP`` if set; else testcontainers' Kafka when a Docker
+engine answers; else the project's local Apache Kafka broker, one per test session.
+PostgreSQL: ``QANAT_TEST_POSTGRES_DSN`` if set; else testcontainers; else the Debian
+server that ``scripts/postgres-local.sh`` starts (the test script runs it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import KafkaSettings
+from pipelines.devbroker import LocalBroker, free_port
+from pipelines.topics import ensure_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The bootstrap address of a real Kafka broker for this test session."""
+    if os.environ.get("QANAT_TEST_KAFKA_BOOTSTRAP"):
+        yield os.environ["QANAT_TEST_KAFKA_BOOTSTRAP"]
+        return
+    if docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.0").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka"), port=free_port(), heap="768m")
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str) -> KafkaSettings:
+    """Settings for a pipeline isolated by a unique topic prefix, its topics created."""
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap,
+                             topic_prefix=f"t{uuid.uuid4().hex[:12]}", partitions=2)
+    ensure_topics(settings.client(), settings.topics, settings.partitions, 1)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A DSN of a real PostgreSQL server for this test session."""
+    if os.environ.get("QANAT_TEST_POSTGRES_DSN"):
+        yield os.environ["QANAT_TEST_POSTGRES_DSN"]
+        return
+    if docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    script = ROOT / "scripts" / "postgres-local.sh"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"no PostgreSQL: set QANAT_TEST_POSTGRES_DSN or run {script}: "
+                    f"{result.stderr.strip()[-500:]}")
+    yield result.stdout.strip().splitlines()[-1]
