@@ -92,6 +92,8 @@ def ensure_topics(client_config: dict[str, Any], topics: TopicNames, partitions:
         config = {"cleanup.policy": "compact"} if name == topics.schemas else {}
         wanted.append(NewTopic(name, num_partitions=1 if name == topics.schemas else partitions,
                                replication_factor=replication_factor, config=config))
+    if not wanted:
+        return
     for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
         try:
             future.result(timeout=timeout)

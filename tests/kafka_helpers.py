@@ -1,0 +1,49 @@
+"""Reading what landed on a real Kafka topic, for assertions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer
+
+from pipelines.config import KafkaSettings
+from pipelines.topics import decode_headers
+
+
+@dataclass
+class Landed:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+    partition: int
+    offset: int
+
+
+def consume(kafka: KafkaSettings, topic: str, expected: int, timeout: float = 60.0,
+            settle: float = 1.0) -> list[Landed]:
+    """Every message of ``topic`` from the start: waits for ``expected``, then ``settle`` more
+    seconds, so that extra (duplicate) messages would be seen too."""
+    consumer = Consumer(kafka.client(**{"group.id": f"test-{uuid.uuid4().hex}",
+                                        "auto.offset.reset": "earliest",
+                                        "enable.auto.commit": False}))
+    consumer.subscribe([topic])
+    landed: list[Landed] = []
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            if settle_until is None and len(landed) >= expected:
+                settle_until = time.monotonic() + settle
+            if settle_until is not None and time.monotonic() > settle_until:
+                break
+            message = consumer.poll(0.2)
+            if message is None or message.error():
+                continue
+            landed.append(Landed(message.key(), message.value(),
+                                 decode_headers(message.headers()), message.partition(),
+                                 message.offset()))
+    finally:
+        consumer.close()
+    return landed

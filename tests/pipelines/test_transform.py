@@ -1,0 +1,86 @@
+"""The transform's routing, as pure logic (the real-broker path is in tests/integration)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pipelines.records import RawMeta
+from pipelines.schemas import SchemaStore
+from pipelines.topics import decode_headers
+from pipelines.transform import Transformer
+
+META = RawMeta("shop", "product", "http", "ing-1", "ev-1", "2026-01-02T03:04:05.000000Z")
+SCHEMA = {"type": "object", "required": ["price"],
+          "properties": {"price": {"type": "number", "minimum": 0}}}
+
+
+@pytest.fixture
+def transformer() -> Transformer:
+    return Transformer(SchemaStore({("shop", "product"): SCHEMA}), max_message_bytes=1000)
+
+
+def test_valid_event_becomes_a_record_keyed_by_its_identity(transformer: Transformer) -> None:
+    routed = transformer.process(b'{"name": "Lamp", "price": 3, "source_id": "p1"}', b"p-key",
+                                 META.headers(), "qanat.raw", 1, 17)
+    assert not routed.dead
+    assert routed.key == b"shop/product/p1"
+    record = orjson.loads(routed.payload or b"")
+    assert record["schema_version"] == 1
+    assert record["vertical_data"] == {"price": 3}
+
+
+def test_derived_source_id_rekeys_the_record(transformer: Transformer) -> None:
+    routed = transformer.process(b'{"name": "Lamp", "price": 3}', b"ev-1", META.headers(),
+                                 "qanat.raw", 0, 0)
+    record = orjson.loads(routed.payload or b"")
+    assert routed.key == f"shop/product/{record['source_id']}".encode()
+
+
+@pytest.mark.parametrize(("value", "stage", "reason"), [
+    (b"not json", "parse", "not valid JSON"),
+    (b"\xff\xfe{}", "parse", "not valid JSON"),
+    (None, "parse", "empty message"),
+    (b'{"name": "' + b"x" * 2000 + b'"}', "parse", "message too large"),
+    (b'{"name": "Lamp", "price": -2}', "validate", "schema validation failed"),
+    (b'{"price": 2}', "normalize", "missing name"),
+    (b"[1, 2]", "validate", "schema validation failed"),
+])
+def test_bad_events_are_dead_letters_with_original_bytes(
+        transformer: Transformer, value: bytes | None, stage: str, reason: str) -> None:
+    routed = transformer.process(value, b"ev-1", META.headers(), "qanat.raw", 2, 99)
+    assert routed.dead
+    assert routed.key == b"ev-1"
+    assert routed.payload == value
+    headers = decode_headers(routed.headers)
+    assert headers["qanat.error.stage"] == stage
+    assert headers["qanat.error.reason"].startswith(reason)
+    assert headers["qanat.error.topic"] == "qanat.raw"
+    assert headers["qanat.error.partition"] == "2"
+    assert headers["qanat.error.offset"] == "99"
+    assert headers["qanat.replay.count"] == "0"
+    assert headers["qanat.event_id"] == "ev-1"  # the original headers are kept
+    assert isinstance(orjson.loads(headers["qanat.error.details"]), list)
+
+
+def test_validation_details_carry_every_error_path(transformer: Transformer) -> None:
+    routed = transformer.process(b'{"name": "x", "price": "free"}', None, META.headers(),
+                                 "qanat.raw", 0, 0)
+    details = orjson.loads(decode_headers(routed.headers)["qanat.error.details"])
+    assert [d["path"] for d in details] == ["$.price"]
+
+
+def test_missing_and_bad_headers_are_parse_errors(transformer: Transformer) -> None:
+    routed = transformer.process(b"{}", None, [], "qanat.raw", 0, 0)
+    assert decode_headers(routed.headers)["qanat.error.stage"] == "parse"
+    bad = RawMeta("Shop;drop", "product", "http", "i", "e", "2026-01-01T00:00:00.000000Z")
+    routed = transformer.process(b'{"name": "x"}', None, bad.headers(), "qanat.raw", 0, 0)
+    assert decode_headers(routed.headers)["qanat.error.reason"] == "invalid vertical header"
+
+
+def test_a_replayed_dead_letter_keeps_its_replay_count(transformer: Transformer) -> None:
+    headers = [*META.headers(), ("qanat.replay.count", b"2"), ("qanat.error.stage", b"validate")]
+    routed = transformer.process(b"oops", None, headers, "qanat.raw", 0, 0)
+    decoded = decode_headers(routed.headers)
+    assert decoded["qanat.replay.count"] == "2"
+    assert [name for name, _ in routed.headers].count("qanat.error.stage") == 1
