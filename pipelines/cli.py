@@ -16,11 +16,15 @@ import typer
 from pipelines.config import CoreSettings, KafkaSettings, load
 from pipelines.errors import FatalError
 
-app = typer.Typer(help="qanat: streaming ingestion into PostgreSQL or SQLite, on Kafka.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="qanat: streaming ingestion into PostgreSQL or SQLite, on Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 dev_app = typer.Typer(help="Local development tools.", no_args_is_help=True)
-broker_app = typer.Typer(help="The local Apache Kafka broker (single-node KRaft).",
-                         no_args_is_help=True)
+broker_app = typer.Typer(
+    help="The local Apache Kafka broker (single-node KRaft).", no_args_is_help=True
+)
 source_app = typer.Typer(help="Run a source: publishes raw events to Kafka.", no_args_is_help=True)
 sink_app = typer.Typer(help="Run a sink: upserts records into a store.", no_args_is_help=True)
 db_app = typer.Typer(help="Datastore administration.", no_args_is_help=True)
@@ -50,8 +54,11 @@ def fatal_errors(func: F) -> F:
 
 
 def _logging(core: CoreSettings) -> None:
-    logging.basicConfig(level=core.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=core.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _settings() -> tuple[CoreSettings, KafkaSettings]:
@@ -62,8 +69,9 @@ def _settings() -> tuple[CoreSettings, KafkaSettings]:
 
 # --- local development ---------------------------------------------------------------
 
-PortOption = Annotated[int, typer.Option(help="Broker port on 127.0.0.1.",
-                                         envvar="QANAT_DEV_BROKER_PORT")]
+PortOption = Annotated[
+    int, typer.Option(help="Broker port on 127.0.0.1.", envvar="QANAT_DEV_BROKER_PORT")
+]
 
 
 def _broker(port: int) -> Any:
@@ -116,19 +124,25 @@ def up(
     http_port: Annotated[int, typer.Option(envvar="QANAT_HTTP_PORT")] = 8080,
     http_host: Annotated[str, typer.Option(envvar="QANAT_HTTP_HOST")] = "127.0.0.1",
     schema_dir: Annotated[Path, typer.Option(envvar="QANAT_TRANSFORM_SCHEMA_DIR")] = Path(
-        "schemas"),
+        "schemas"
+    ),
 ) -> None:
     """Start the local pipeline: broker, HTTP source, transform, SQLite sink."""
-    from pipelines.up import run_local_pipeline
     from sinks.sqlite import SQLiteSinkSettings
+
+    from pipelines.up import run_local_pipeline
 
     core = load(CoreSettings)
     sqlite_path = load(SQLiteSinkSettings).path
-    raise typer.Exit(run_local_pipeline(core.data_dir, broker_port, http_host, http_port,
-                                        sqlite_path, schema_dir))
+    raise typer.Exit(
+        run_local_pipeline(
+            core.data_dir, broker_port, http_host, http_port, sqlite_path, schema_dir
+        )
+    )
 
 
 # --- the pipeline's services ---------------------------------------------------------
+
 
 @source_app.command("http")
 @fatal_errors
@@ -140,8 +154,13 @@ def source_http() -> None:
 
     core, kafka = _settings()
     settings = load(HttpSourceSettings)
-    uvicorn.run(create_app(kafka, settings), host=settings.host, port=settings.port,
-                log_level=core.log_level.lower(), timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(kafka, settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=core.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
 
 
 @app.command("transform")
@@ -226,9 +245,11 @@ def records_ls(
     settings = load(SQLiteSinkSettings)
     if not settings.path.exists():
         raise FatalError(f"no SQLite database at {settings.path} yet")
-    query = (f'SELECT vertical, type, source_id, name, data, event_time FROM "{settings.table}" '
-             "WHERE (? IS NULL OR vertical = ?) AND (? IS NULL OR type = ?) "
-             "ORDER BY updated_at DESC LIMIT ?")
+    query = (
+        f'SELECT vertical, type, source_id, name, data, event_time FROM "{settings.table}" '
+        "WHERE (? IS NULL OR vertical = ?) AND (? IS NULL OR type = ?) "
+        "ORDER BY updated_at DESC LIMIT ?"
+    )
     with sqlite3.connect(settings.path) as conn:
         rows = conn.execute(query, (vertical, vertical, type_, type_, limit)).fetchall()
     columns = ("vertical", "type", "source_id", "name", "vertical_data", "event_time")

@@ -97,16 +97,25 @@ def fetch_kafka_libs(version: str = KAFKA_VERSION, cache_dir: Path = DEFAULT_CAC
     (home / "pom.xml").write_text(_POM.format(scala=SCALA_VERSION, version=version))
     staging = home / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    _mvn(mvn, home, "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
-         "-DincludeScope=runtime")
+    _mvn(
+        mvn,
+        home,
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
+    )
     # The published POM leaves out the SLF4J binding; match the log4j it resolved.
     log4j = sorted(staging.glob("log4j-api-*.jar"))
     if not log4j:
         raise DevBrokerError(f"Maven resolved no log4j-api for Kafka {version}")
     log4j_version = log4j[-1].name.removeprefix("log4j-api-").removesuffix(".jar")
-    _mvn(mvn, home, "dependency:copy",
-         f"-Dartifact=org.apache.logging.log4j:log4j-slf4j-impl:{log4j_version}",
-         f"-DoutputDirectory={staging}")
+    _mvn(
+        mvn,
+        home,
+        "dependency:copy",
+        f"-Dartifact=org.apache.logging.log4j:log4j-slf4j-impl:{log4j_version}",
+        f"-DoutputDirectory={staging}",
+    )
     shutil.rmtree(libs, ignore_errors=True)
     staging.rename(libs)
     (home / ".complete").write_text(version)
@@ -164,21 +173,36 @@ class LocalBroker:
             return self.bootstrap
         java = _require("java", "install a Java 17+ runtime (Debian: apt-get install default-jre)")
         if not port_is_free(self.port):
-            raise DevBrokerError(f"port {self.port} on 127.0.0.1 is taken: stop what uses it "
-                                 "or choose another port (--port / QANAT_DEV_BROKER_PORT)")
+            raise DevBrokerError(
+                f"port {self.port} on 127.0.0.1 is taken: stop what uses it "
+                "or choose another port (--port / QANAT_DEV_BROKER_PORT)"
+            )
         libs = fetch_kafka_libs(self.version, self.cache_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         properties = self._write_config()
         classpath = f"{libs}/*"
         if not (self.data_dir / "kraft" / "meta.properties").exists():
             self._format(java, classpath, properties)
-        command = [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
-                   "-Djava.awt.headless=true",
-                   f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
-                   "-cp", classpath, "kafka.Kafka", str(properties)]
+        command = [
+            java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(properties),
+        ]
         with self.log_file.open("ab") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self._pid_file.write_text(str(self._process.pid))
         try:
             self._wait_until_answering(self._process.pid, timeout)
@@ -226,25 +250,44 @@ class LocalBroker:
     def _format(self, java: str, classpath: str, properties: Path) -> None:
         cluster_id = _cluster_id()
         result = subprocess.run(
-            [java, f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
-             "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", cluster_id, "-c", str(properties)],
-            capture_output=True, text=True, check=False)
+            [
+                java,
+                f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(properties),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
-            raise DevBrokerError(f"formatting the KRaft store failed: {detail[-1] if detail else ''}")
+            raise DevBrokerError(
+                f"formatting the KRaft store failed: {detail[-1] if detail else ''}"
+            )
 
     def _wait_until_answering(self, pid: int | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if pid is not None and not _alive(pid):
-                raise DevBrokerError(f"the broker exited during start-up; last lines of "
-                                     f"{self.log_file}: {self._log_tail()}")
+                raise DevBrokerError(
+                    f"the broker exited during start-up; last lines of "
+                    f"{self.log_file}: {self._log_tail()}"
+                )
             if metadata_answers(self.bootstrap, 2.0):
                 return
             time.sleep(0.3)
-        raise DevBrokerError(f"the broker did not answer on {self.bootstrap} within "
-                             f"{timeout:.0f}s; see {self.log_file}")
+        raise DevBrokerError(
+            f"the broker did not answer on {self.bootstrap} within "
+            f"{timeout:.0f}s; see {self.log_file}"
+        )
 
     def _log_tail(self, lines: int = 3) -> str:
         try:
@@ -319,8 +362,13 @@ def metadata_answers(bootstrap: str, timeout: float) -> bool:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                         "logger": logging.getLogger("qanat.devbroker.probe")})
+    admin = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "log_level": 0,
+            "logger": logging.getLogger("qanat.devbroker.probe"),
+        }
+    )
     try:
         return bool(admin.list_topics(timeout=timeout).brokers)
     except KafkaException:

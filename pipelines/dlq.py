@@ -21,14 +21,30 @@ from pipelines.topics import (
 )
 
 STAGES = ("parse", "validate", "normalize", "sink")
-_ERROR_HEADERS = frozenset({H_ERROR_AT, H_ERROR_DETAILS, H_ERROR_OFFSET, H_ERROR_PARTITION,
-                            H_ERROR_REASON, H_ERROR_STAGE, H_ERROR_TOPIC})
+_ERROR_HEADERS = frozenset(
+    {
+        H_ERROR_AT,
+        H_ERROR_DETAILS,
+        H_ERROR_OFFSET,
+        H_ERROR_PARTITION,
+        H_ERROR_REASON,
+        H_ERROR_STAGE,
+        H_ERROR_TOPIC,
+    }
+)
 MAX_REASON_LENGTH = 500
 
 
-def dead_letter_headers(original: Iterable[tuple[str, Any]] | None, *, stage: str, reason: str,
-                        details: list[dict[str, Any]], topic: str, partition: int,
-                        offset: int) -> Headers:
+def dead_letter_headers(
+    original: Iterable[tuple[str, Any]] | None,
+    *,
+    stage: str,
+    reason: str,
+    details: list[dict[str, Any]],
+    topic: str,
+    partition: int,
+    offset: int,
+) -> Headers:
     """The original headers (a previous error's replaced) plus this error's headers.
 
     >>> h = dict(dead_letter_headers([("qanat.vertical", b"shop")], stage="parse",

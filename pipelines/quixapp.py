@@ -10,8 +10,9 @@ from quixstreams.kafka.configuration import ConnectionConfig
 from pipelines.config import CoreSettings, KafkaSettings
 
 
-def quix_application(kafka: KafkaSettings, core: CoreSettings, group: str,
-                     **options: Any) -> Application:
+def quix_application(
+    kafka: KafkaSettings, core: CoreSettings, group: str, **options: Any
+) -> Application:
     """An Application in consumer group ``<prefix>.<group>``, reading from the earliest offset.
 
     Topics are created by :func:`pipelines.topics.ensure_topics` with qanat's own settings,
@@ -25,5 +26,8 @@ def quix_application(kafka: KafkaSettings, core: CoreSettings, group: str,
         "state_dir": core.data_dir / "state" / group,
         "loglevel": core.log_level,
     }
-    return Application(broker_address=connection, consumer_group=kafka.consumer_group(group),
-                       **(defaults | options))
+    return Application(
+        broker_address=connection,
+        consumer_group=kafka.consumer_group(group),
+        **(defaults | options),
+    )

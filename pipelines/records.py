@@ -96,21 +96,25 @@ class RawMeta:
             raise InvalidRecordError(
                 "parse",
                 "missing contract headers",
-                [{"path": f"headers.{name}", "message": "required header is missing"}
-                 for name in missing],
+                [
+                    {"path": f"headers.{name}", "message": "required header is missing"}
+                    for name in missing
+                ],
             )
         return cls(*(headers[name] for name in required))
 
     def headers(self, content_type: str = "application/json") -> Headers:
-        return encode_headers({
-            H_VERTICAL: self.vertical,
-            H_TYPE: self.type,
-            H_SOURCE: self.source,
-            H_INGESTION_ID: self.ingestion_id,
-            H_EVENT_ID: self.event_id,
-            H_RECEIVED_AT: self.received_at,
-            H_CONTENT_TYPE: content_type,
-        })
+        return encode_headers(
+            {
+                H_VERTICAL: self.vertical,
+                H_TYPE: self.type,
+                H_SOURCE: self.source,
+                H_INGESTION_ID: self.ingestion_id,
+                H_EVENT_ID: self.event_id,
+                H_RECEIVED_AT: self.received_at,
+                H_CONTENT_TYPE: content_type,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,9 @@ def _source_id(obj: dict[str, Any]) -> str:
         if not isinstance(value, str) or not value.strip():
             raise _invalid(f"invalid {field}", f"$.{field}", "must be a non-empty string")
         if len(value) > MAX_SOURCE_ID_LENGTH:
-            raise _invalid(f"invalid {field}", f"$.{field}",
-                           f"longer than {MAX_SOURCE_ID_LENGTH} characters")
+            raise _invalid(
+                f"invalid {field}", f"$.{field}", f"longer than {MAX_SOURCE_ID_LENGTH} characters"
+            )
         return value
     return content_hash(obj)
 
@@ -200,8 +205,9 @@ def _event_time(obj: dict[str, Any], received_at: str) -> str:
     return received_at
 
 
-def normalize(obj: Any, meta: RawMeta, schema_version: int | None = None,
-              max_name_length: int = 1024) -> dict[str, Any]:
+def normalize(
+    obj: Any, meta: RawMeta, schema_version: int | None = None, max_name_length: int = 1024
+) -> dict[str, Any]:
     """Turn a client object (entity or item shape) into a record; InvalidRecordError if bad."""
     if not isinstance(obj, dict):
         raise _invalid("not a JSON object", "$", f"expected an object, got {type(obj).__name__}")

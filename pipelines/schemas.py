@@ -73,8 +73,9 @@ class SchemaStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def validate(self, vertical: str, type_: str,
-                 obj: Any) -> tuple[int | None, list[dict[str, Any]]]:
+    def validate(
+        self, vertical: str, type_: str, obj: Any
+    ) -> tuple[int | None, list[dict[str, Any]]]:
         """(schema version or None when schemaless, every error sorted by path)."""
         entry = self._entries.get((vertical, type_))
         if entry is None:

@@ -77,8 +77,13 @@ def decode_headers(headers: Iterable[tuple[str, Any]] | None) -> dict[str, str]:
     return decoded
 
 
-def ensure_topics(client_config: dict[str, Any], topics: TopicNames, partitions: int,
-                  replication_factor: int, timeout: float = 30.0) -> None:
+def ensure_topics(
+    client_config: dict[str, Any],
+    topics: TopicNames,
+    partitions: int,
+    replication_factor: int,
+    timeout: float = 30.0,
+) -> None:
     """Create the qanat topics that do not exist yet (the schemas topic is compacted)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -90,8 +95,14 @@ def ensure_topics(client_config: dict[str, Any], topics: TopicNames, partitions:
         if name in existing:
             continue
         config = {"cleanup.policy": "compact"} if name == topics.schemas else {}
-        wanted.append(NewTopic(name, num_partitions=1 if name == topics.schemas else partitions,
-                               replication_factor=replication_factor, config=config))
+        wanted.append(
+            NewTopic(
+                name,
+                num_partitions=1 if name == topics.schemas else partitions,
+                replication_factor=replication_factor,
+                config=config,
+            )
+        )
     if not wanted:
         return
     for name, future in admin.create_topics(wanted, request_timeout=timeout).items():

@@ -44,15 +44,18 @@ class TransformSettings(QanatSettings):
     yaml_section: ClassVar[str] = "transform"
     model_config = SettingsConfigDict(env_prefix="QANAT_TRANSFORM_", extra="forbid")
 
-    schema_dir: Path = Field(Path("schemas"),
-                             description="Directory of JSON Schemas: {vertical}/{type}.json.")
-    max_message_bytes: int = Field(1_048_576, ge=1,
-                                   description="Raw events larger than this go to the DLQ.")
+    schema_dir: Path = Field(
+        Path("schemas"), description="Directory of JSON Schemas: {vertical}/{type}.json."
+    )
+    max_message_bytes: int = Field(
+        1_048_576, ge=1, description="Raw events larger than this go to the DLQ."
+    )
     max_name_length: int = Field(1024, ge=1, description="Longest accepted `name`.")
     consumer_group: str = Field("transform", description="Consumer group (after the prefix).")
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
     processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
-        "at-least-once", description="Kafka delivery guarantee of the transform.")
+        "at-least-once", description="Kafka delivery guarantee of the transform."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,33 +68,44 @@ class Routed:
     headers: Headers
 
 
-class _PayloadSerializer(Serializer):  # type: ignore[misc]
+class _PayloadSerializer(Serializer):
     """Routed messages carry their bytes already; the topic only passes them on."""
 
-    def __call__(self, value: Routed, ctx: Any) -> bytes | None:
+    def __call__(self, value: Routed, ctx: Any) -> bytes | None:  # type: ignore[override]
         return value.payload
 
 
 class Transformer:
     """Validates and normalizes one raw event at a time (pure: no I/O)."""
 
-    def __init__(self, schemas: SchemaStore, max_message_bytes: int = 1_048_576,
-                 max_name_length: int = 1024) -> None:
+    def __init__(
+        self, schemas: SchemaStore, max_message_bytes: int = 1_048_576, max_name_length: int = 1024
+    ) -> None:
         self.schemas = schemas
         self.max_message_bytes = max_message_bytes
         self.max_name_length = max_name_length
 
-    def process(self, value: bytes | None, key: bytes | None, headers: Headers | None,
-                topic: str, partition: int, offset: int) -> Routed:
+    def process(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> Routed:
         try:
             record = self._record(value, decode_headers(headers))
         except InvalidRecordError as error:
             return self._dead(value, key, headers, error, topic, partition, offset)
         except Exception as exc:  # a bug must not stop the stream: keep the event, say why
             logger.exception("unexpected error on %s[%d]@%d", topic, partition, offset)
-            error = InvalidRecordError("normalize", f"internal error: {type(exc).__name__}",
-                                       [{"path": "$", "message": str(exc)[:500]}])
-            return self._dead(value, key, headers, error, topic, partition, offset)
+            internal = InvalidRecordError(
+                "normalize",
+                f"internal error: {type(exc).__name__}",
+                [{"path": "$", "message": str(exc)[:500]}],
+            )
+            return self._dead(value, key, headers, internal, topic, partition, offset)
         out_key = record_key(record["vertical"], record["type"], record["source_id"]).encode()
         return Routed(False, out_key, orjson.dumps(record), list(headers or ()))
 
@@ -99,48 +113,84 @@ class Transformer:
         meta = RawMeta.from_headers(headers)
         for kind in ("vertical", "type"):
             if not IDENTIFIER.match(getattr(meta, kind)):
-                raise InvalidRecordError("parse", f"invalid {kind} header", [
-                    {"path": f"headers.qanat.{kind}",
-                     "message": f"must match {IDENTIFIER.pattern}"}])
+                raise InvalidRecordError(
+                    "parse",
+                    f"invalid {kind} header",
+                    [
+                        {
+                            "path": f"headers.qanat.{kind}",
+                            "message": f"must match {IDENTIFIER.pattern}",
+                        }
+                    ],
+                )
         if value is None:
             raise InvalidRecordError("parse", "empty message", [])
         if len(value) > self.max_message_bytes:
-            raise InvalidRecordError("parse", "message too large", [{
-                "path": "$", "message": f"{len(value)} bytes > {self.max_message_bytes}"}])
+            raise InvalidRecordError(
+                "parse",
+                "message too large",
+                [{"path": "$", "message": f"{len(value)} bytes > {self.max_message_bytes}"}],
+            )
         try:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            raise InvalidRecordError("parse", "not valid JSON",
-                                     [{"path": "$", "message": str(exc)}]) from None
+            raise InvalidRecordError(
+                "parse", "not valid JSON", [{"path": "$", "message": str(exc)}]
+            ) from None
         version, errors = self.schemas.validate(meta.vertical, meta.type, obj)
         if errors:
-            reason = f"schema validation failed: {len(errors)} error(s), first at {errors[0]['path']}"
+            reason = (
+                f"schema validation failed: {len(errors)} error(s), first at {errors[0]['path']}"
+            )
             raise InvalidRecordError("validate", reason, errors)
         return normalize(obj, meta, version, self.max_name_length)
 
     @staticmethod
-    def _dead(value: bytes | None, key: bytes | None, headers: Headers | None,
-              error: InvalidRecordError, topic: str, partition: int, offset: int) -> Routed:
-        dead_headers = dead_letter_headers(headers, stage=error.stage, reason=error.reason,
-                                           details=error.details, topic=topic,
-                                           partition=partition, offset=offset)
+    def _dead(
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers | None,
+        error: InvalidRecordError,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> Routed:
+        dead_headers = dead_letter_headers(
+            headers,
+            stage=error.stage,
+            reason=error.reason,
+            details=error.details,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
         return Routed(True, key, value, dead_headers)
 
 
-def build_transform_app(kafka: KafkaSettings, core: CoreSettings,
-                        settings: TransformSettings,
-                        transformer: Transformer | None = None) -> Application:
+def build_transform_app(
+    kafka: KafkaSettings,
+    core: CoreSettings,
+    settings: TransformSettings,
+    transformer: Transformer | None = None,
+) -> Application:
     """The Quix Streams application of ``qanat transform``."""
     transformer = transformer or Transformer(
-        SchemaStore.from_directory(settings.schema_dir), settings.max_message_bytes,
-        settings.max_name_length)
-    app = quix_application(kafka, core, settings.consumer_group,
-                           commit_interval=settings.commit_interval,
-                           processing_guarantee=settings.processing_guarantee)
+        SchemaStore.from_directory(settings.schema_dir),
+        settings.max_message_bytes,
+        settings.max_name_length,
+    )
+    app = quix_application(
+        kafka,
+        core,
+        settings.consumer_group,
+        commit_interval=settings.commit_interval,
+        processing_guarantee=settings.processing_guarantee,
+    )
     names = kafka.topics
     raw = app.topic(names.raw, value_deserializer="bytes", key_deserializer="bytes")
-    records = app.topic(names.records, value_serializer=_PayloadSerializer(),
-                        key_serializer="bytes")
+    records = app.topic(
+        names.records, value_serializer=_PayloadSerializer(), key_serializer="bytes"
+    )
     dlq = app.topic(names.dlq, value_serializer=_PayloadSerializer(), key_serializer="bytes")
 
     def route(value: bytes | None, key: bytes | None, _ts: int, headers: Headers | None) -> Routed:

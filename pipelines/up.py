@@ -46,11 +46,17 @@ class Supervisor:
 
     def start(self, service: Service) -> None:
         command = [sys.executable, "-m", "pipelines.cli", *service.args]
-        service.process = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        service.process = subprocess.Popen(
+            command,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         assert service.process.stdout is not None
-        threading.Thread(target=self._relay, args=(service, service.process.stdout),
-                         daemon=True).start()
+        threading.Thread(
+            target=self._relay, args=(service, service.process.stdout), daemon=True
+        ).start()
 
     def _relay(self, service: Service, stream: IO[bytes]) -> None:
         tty = sys.stdout.isatty()
@@ -68,9 +74,11 @@ class Supervisor:
                     continue
                 now = time.monotonic()
                 if service.next_start == 0.0:
-                    delay = min(MAX_BACKOFF_S, 2.0 ** service.restarts)
-                    self.say(f"{service.name} exited with {service.process.returncode}; "
-                             f"restarting in {delay:.0f}s")
+                    delay = min(MAX_BACKOFF_S, 2.0**service.restarts)
+                    self.say(
+                        f"{service.name} exited with {service.process.returncode}; "
+                        f"restarting in {delay:.0f}s"
+                    )
                     service.next_start = now + delay
                 elif now >= service.next_start:
                     service.restarts += 1
@@ -99,28 +107,46 @@ def wait_for_http(url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(url, timeout=1.0) as response:
                 return bool(response.status == 200)
         except OSError:
             time.sleep(0.3)
     return False
 
 
-def run_local_pipeline(data_dir: Path, broker_port: int, http_host: str, http_port: int,
-                       sqlite_path: Path, schema_dir: Path) -> int:
+def run_local_pipeline(
+    data_dir: Path,
+    broker_port: int,
+    http_host: str,
+    http_port: int,
+    sqlite_path: Path,
+    schema_dir: Path,
+) -> int:
     """Run broker + HTTP source + transform + SQLite sink until interrupted."""
     env = dict(os.environ)
     broker: LocalBroker | None = None
     if "QANAT_KAFKA_BOOTSTRAP_SERVERS" not in env:
         broker = LocalBroker(data_dir / "broker", port=broker_port)
-        print(f"{'qanat':>12} | starting Apache Kafka on 127.0.0.1:{broker_port} "
-              f"(log: {broker.log_file})", flush=True)
+        print(
+            f"{'qanat':>12} | starting Apache Kafka on 127.0.0.1:{broker_port} "
+            f"(log: {broker.log_file})",
+            flush=True,
+        )
         env["QANAT_KAFKA_BOOTSTRAP_SERVERS"] = broker.start()
-    env.update({"QANAT_DATA_DIR": str(data_dir), "QANAT_HTTP_HOST": http_host,
-                "QANAT_HTTP_PORT": str(http_port), "QANAT_SQLITE_PATH": str(sqlite_path),
-                "QANAT_TRANSFORM_SCHEMA_DIR": str(schema_dir)})
-    services = [Service("source-http", ["source", "http"]), Service("transform", ["transform"]),
-                Service("sink-sqlite", ["sink", "sqlite"])]
+    env.update(
+        {
+            "QANAT_DATA_DIR": str(data_dir),
+            "QANAT_HTTP_HOST": http_host,
+            "QANAT_HTTP_PORT": str(http_port),
+            "QANAT_SQLITE_PATH": str(sqlite_path),
+            "QANAT_TRANSFORM_SCHEMA_DIR": str(schema_dir),
+        }
+    )
+    services = [
+        Service("source-http", ["source", "http"]),
+        Service("transform", ["transform"]),
+        Service("sink-sqlite", ["sink", "sqlite"]),
+    ]
     for index, service in enumerate(services):
         service.colour = COLOURS[index % len(COLOURS)]
     supervisor = Supervisor(services, env)
@@ -136,8 +162,10 @@ def run_local_pipeline(data_dir: Path, broker_port: int, http_host: str, http_po
         base = f"http://{http_host}:{http_port}"
         if wait_for_http(f"{base}/healthz", 60):
             supervisor.say(f"ready. POST records to {base}/api/v1/ingest/<vertical>/<type>/batch")
-            supervisor.say(f"rows land in SQLite at {sqlite_path} "
-                           "(see them with: qanat records ls); Ctrl-C stops everything")
+            supervisor.say(
+                f"rows land in SQLite at {sqlite_path} "
+                "(see them with: qanat records ls); Ctrl-C stops everything"
+            )
         supervisor.watch()
     finally:
         supervisor.say("stopping")

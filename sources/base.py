@@ -27,8 +27,13 @@ from pipelines.records import RawEvent, RawMeta, new_id, now, raw_event
 logger = logging.getLogger(__name__)
 
 
-def build_raw_events(values: Sequence[bytes], vertical: str, type_: str, source: str,
-                     objects: Sequence[Any] | None = None) -> tuple[str, list[RawEvent]]:
+def build_raw_events(
+    values: Sequence[bytes],
+    vertical: str,
+    type_: str,
+    source: str,
+    objects: Sequence[Any] | None = None,
+) -> tuple[str, list[RawEvent]]:
     """One ingestion id for the whole request, one event id and raw event per value."""
     ingestion_id = new_id()
     received_at = now()
@@ -84,13 +89,17 @@ class KafkaPublisher:
 
     def __init__(self, kafka: KafkaSettings, delivery_timeout_s: float = 30.0) -> None:
         self.delivery_timeout_s = delivery_timeout_s
-        self._producer = Producer(kafka.client(**{
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "message.timeout.ms": int(delivery_timeout_s * 1000),
-        }))
+        self._producer = Producer(
+            kafka.client(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "message.timeout.ms": int(delivery_timeout_s * 1000),
+                }
+            )
+        )
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="qanat-delivery", daemon=True)
         self._poller.start()
@@ -111,14 +120,16 @@ class KafkaPublisher:
                 break
         await acks.future
         if acks.error is not None:
-            raise RetriableError(f"Kafka did not acknowledge the events: {acks.error.str()}",
-                                 retry_after=5.0)
+            raise RetriableError(
+                f"Kafka did not acknowledge the events: {acks.error.str()}", retry_after=5.0
+            )
 
     async def _produce(self, topic: str, event: RawEvent, acks: _Acks, deadline: float) -> bool:
         while True:
             try:
-                self._producer.produce(topic, event.value, event.key.encode(),
-                                       headers=event.headers, on_delivery=acks)
+                self._producer.produce(
+                    topic, event.value, event.key.encode(), headers=event.headers, on_delivery=acks
+                )
                 return True
             except BufferError:  # the local queue is full: wait for deliveries to drain it
                 if time.monotonic() > deadline:

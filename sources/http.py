@@ -46,27 +46,40 @@ class HttpSourceSettings(QanatSettings):
 
     host: str = Field("127.0.0.1", description="Address to listen on.", examples=["0.0.0.0"])
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
-    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1,
-                                description="Largest accepted request body; 413 beyond.")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, description="Largest accepted request body; 413 beyond."
+    )
     max_records: int = Field(1000, ge=1, description="Most records in one batch; 413 beyond.")
     delivery_timeout_s: float = Field(
-        30.0, gt=0, description="How long to wait for Kafka's acknowledgement before a 503.")
+        30.0, gt=0, description="How long to wait for Kafka's acknowledgement before a 503."
+    )
 
 
 class ApiError(Exception):
     """A client-facing error, rendered as the JSON error body."""
 
-    def __init__(self, status: int, code: str, message: str, location: str | None = None,
-                 details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        location: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.location, self.details = location, details or []
 
     def response(self) -> Response:
-        body = {"code": self.code, "message": self.message, "location": self.location,
-                "details": self.details}
-        return Response(orjson.dumps({"error": body}), status_code=self.status,
-                        media_type="application/json")
+        body = {
+            "code": self.code,
+            "message": self.message,
+            "location": self.location,
+            "details": self.details,
+        }
+        return Response(
+            orjson.dumps({"error": body}), status_code=self.status, media_type="application/json"
+        )
 
 
 def _identifier(kind: str, value: str) -> str:
@@ -93,8 +106,12 @@ def _check_content_type(request: Request) -> None:
     content_type = request.headers.get("content-type", "application/json")
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in JSON_TYPES and not media.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type",
-                       f"expected application/json, got {media!r}", "header.content-type")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"expected application/json, got {media!r}",
+            "header.content-type",
+        )
 
 
 def _parse_batch(body: bytes, max_records: int) -> list[Any]:
@@ -106,17 +123,25 @@ def _parse_batch(body: bytes, max_records: int) -> list[Any]:
         raise ApiError(400, "invalid_body", 'expected an object {"records": [...]}', "body")
     records = parsed["records"]
     if not isinstance(records, list):
-        raise ApiError(400, "invalid_records",
-                       f"records must be a list, got {type(records).__name__}", "body.records")
+        raise ApiError(
+            400,
+            "invalid_records",
+            f"records must be a list, got {type(records).__name__}",
+            "body.records",
+        )
     if len(records) > max_records:
-        raise ApiError(413, "too_many_records",
-                       f"{len(records)} records, at most {max_records} per request",
-                       "body.records")
+        raise ApiError(
+            413,
+            "too_many_records",
+            f"{len(records)} records, at most {max_records} per request",
+            "body.records",
+        )
     return records
 
 
-def create_app(kafka: KafkaSettings, settings: HttpSourceSettings,
-               publisher: KafkaPublisher | None = None) -> FastAPI:
+def create_app(
+    kafka: KafkaSettings, settings: HttpSourceSettings, publisher: KafkaPublisher | None = None
+) -> FastAPI:
     """The ingest API; it creates the qanat topics and its Kafka producer on start-up."""
 
     @asynccontextmanager
@@ -140,8 +165,9 @@ def create_app(kafka: KafkaSettings, settings: HttpSourceSettings,
         """Accept ``{"records": [...]}``; 202 once Kafka acknowledged every record."""
         vertical, type_ = _identifier("vertical", vertical), _identifier("type", type)
         _check_content_type(request)
-        records = _parse_batch(await _read_body(request, settings.max_body_bytes),
-                               settings.max_records)
+        records = _parse_batch(
+            await _read_body(request, settings.max_body_bytes), settings.max_records
+        )
         values = [orjson.dumps(record) for record in records]
         ingestion_id, events = build_raw_events(values, vertical, type_, SOURCE_NAME, records)
         await request.app.state.publisher.publish(kafka.topics.raw, events)
@@ -158,15 +184,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RetriableError)
     async def unavailable(_request: Request, exc: RetriableError) -> Response:
         logger.warning("503: %s", exc)
-        response = ApiError(503, "kafka_unavailable", "the records were not stored; retry later",
-                            None).response()
+        response = ApiError(
+            503, "kafka_unavailable", "the records were not stored; retry later", None
+        ).response()
         response.headers["Retry-After"] = str(int(exc.retry_after))
         return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
-        details = [{"path": ".".join(map(str, err["loc"])), "message": err["msg"]}
-                   for err in exc.errors()]
+        details = [
+            {"path": ".".join(map(str, err["loc"])), "message": err["msg"]} for err in exc.errors()
+        ]
         return ApiError(400, "invalid_request", "the request is invalid", None, details).response()
 
     @app.exception_handler(StarletteHTTPException)

@@ -55,8 +55,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def kafka(kafka_bootstrap: str) -> KafkaSettings:
     """Settings for a pipeline isolated by a unique topic prefix, its topics created."""
-    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap,
-                             topic_prefix=f"t{uuid.uuid4().hex[:12]}", partitions=2)
+    settings = KafkaSettings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:12]}", partitions=2
+    )
     ensure_topics(settings.client(), settings.topics, settings.partitions, 1)
     return settings
 
@@ -76,6 +77,8 @@ def postgres_dsn() -> Iterator[str]:
     script = ROOT / "scripts" / "postgres-local.sh"
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        pytest.fail(f"no PostgreSQL: set QANAT_TEST_POSTGRES_DSN or run {script}: "
-                    f"{result.stderr.strip()[-500:]}")
+        pytest.fail(
+            f"no PostgreSQL: set QANAT_TEST_POSTGRES_DSN or run {script}: "
+            f"{result.stderr.strip()[-500:]}"
+        )
     yield result.stdout.strip().splitlines()[-1]

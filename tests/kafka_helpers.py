@@ -21,13 +21,20 @@ class Landed:
     offset: int
 
 
-def consume(kafka: KafkaSettings, topic: str, expected: int, timeout: float = 60.0,
-            settle: float = 1.0) -> list[Landed]:
+def consume(
+    kafka: KafkaSettings, topic: str, expected: int, timeout: float = 60.0, settle: float = 1.0
+) -> list[Landed]:
     """Every message of ``topic`` from the start: waits for ``expected``, then ``settle`` more
     seconds, so that extra (duplicate) messages would be seen too."""
-    consumer = Consumer(kafka.client(**{"group.id": f"test-{uuid.uuid4().hex}",
-                                        "auto.offset.reset": "earliest",
-                                        "enable.auto.commit": False}))
+    consumer = Consumer(
+        kafka.client(
+            **{
+                "group.id": f"test-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+    )
     consumer.subscribe([topic])
     landed: list[Landed] = []
     deadline = time.monotonic() + timeout
@@ -41,9 +48,15 @@ def consume(kafka: KafkaSettings, topic: str, expected: int, timeout: float = 60
             message = consumer.poll(0.2)
             if message is None or message.error():
                 continue
-            landed.append(Landed(message.key(), message.value(),
-                                 decode_headers(message.headers()), message.partition(),
-                                 message.offset()))
+            landed.append(
+                Landed(
+                    message.key(),
+                    message.value(),
+                    decode_headers(message.headers()),
+                    message.partition(),
+                    message.offset(),
+                )
+            )
     finally:
         consumer.close()
     return landed

@@ -41,5 +41,8 @@ def test_unknown_yaml_keys_are_errors(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_client_config_passes_security_settings_through() -> None:
     settings = KafkaSettings(client_config={"security.protocol": "SASL_SSL"})
-    assert settings.client(acks="all") == {"bootstrap.servers": "127.0.0.1:9092",
-                                           "security.protocol": "SASL_SSL", "acks": "all"}
+    assert settings.client(acks="all") == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "SASL_SSL",
+        "acks": "all",
+    }

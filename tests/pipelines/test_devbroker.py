@@ -27,8 +27,7 @@ def test_missing_java_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monk
         LocalBroker(tmp_path, port=free_port()).start()
 
 
-def test_missing_maven_is_one_clear_line(tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_maven_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DevBrokerError, match="mvn not found on PATH"):
         fetch_kafka_libs(cache_dir=tmp_path / "cache")

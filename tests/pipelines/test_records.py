@@ -18,14 +18,23 @@ META = RawMeta("shop", "product", "http", "ing-1", "ev-1", "2026-01-02T03:04:05.
 
 
 def test_entity_shape_folds_extra_fields_into_vertical_data() -> None:
-    record = normalize({"name": "Lamp", "source_id": "p1", "price": 9,
-                        "vertical_data": {"colour": "red"}}, META, schema_version=3)
+    record = normalize(
+        {"name": "Lamp", "source_id": "p1", "price": 9, "vertical_data": {"colour": "red"}},
+        META,
+        schema_version=3,
+    )
     assert record == {
-        "vertical": "shop", "type": "product", "source_id": "p1", "name": "Lamp",
-        "vertical_data": {"price": 9, "colour": "red"}, "source": "http",
-        "ingestion_id": "ing-1", "event_id": "ev-1",
+        "vertical": "shop",
+        "type": "product",
+        "source_id": "p1",
+        "name": "Lamp",
+        "vertical_data": {"price": 9, "colour": "red"},
+        "source": "http",
+        "ingestion_id": "ing-1",
+        "event_id": "ev-1",
         "event_time": "2026-01-02T03:04:05.000000Z",
-        "received_at": "2026-01-02T03:04:05.000000Z", "schema_version": 3,
+        "received_at": "2026-01-02T03:04:05.000000Z",
+        "schema_version": 3,
     }
 
 
@@ -35,22 +44,37 @@ def test_explicit_vertical_data_wins_over_a_folded_field_of_the_same_name() -> N
 
 
 def test_item_shape_maps_title_and_idempotency_key_and_folds_the_rest() -> None:
-    item = {"title": "Post", "body": "hello", "type": "news", "date": "2026-03-01T10:00:00Z",
-            "source": "rss", "entity": "blog", "idempotency_key": "k-9", "lang": "en"}
+    item = {
+        "title": "Post",
+        "body": "hello",
+        "type": "news",
+        "date": "2026-03-01T10:00:00Z",
+        "source": "rss",
+        "entity": "blog",
+        "idempotency_key": "k-9",
+        "lang": "en",
+    }
     record = normalize(item, META)
     assert record["name"] == "Post"
     assert record["source_id"] == "k-9"
     assert record["type"] == "product"  # the record's type comes from the path, not the item
     assert record["source"] == "http"  # the connector; the item's own source is data
-    assert record["vertical_data"] == {"body": "hello", "type": "news",
-                                       "date": "2026-03-01T10:00:00Z", "source": "rss",
-                                       "entity": "blog", "lang": "en"}
+    assert record["vertical_data"] == {
+        "body": "hello",
+        "type": "news",
+        "date": "2026-03-01T10:00:00Z",
+        "source": "rss",
+        "entity": "blog",
+        "lang": "en",
+    }
     assert record["event_time"] == "2026-03-01T10:00:00.000000Z"
 
 
 def test_item_source_id_wins_over_idempotency_key() -> None:
-    assert normalize({"title": "t", "source_id": "s", "idempotency_key": "k"},
-                     META)["source_id"] == "s"
+    assert (
+        normalize({"title": "t", "source_id": "s", "idempotency_key": "k"}, META)["source_id"]
+        == "s"
+    )
 
 
 def test_missing_source_id_is_a_stable_content_hash() -> None:
@@ -64,19 +88,22 @@ def test_integer_source_id_becomes_a_string() -> None:
     assert normalize({"name": "x", "source_id": 42}, META)["source_id"] == "42"
 
 
-@pytest.mark.parametrize(("obj", "path"), [
-    ({"price": 1}, "$.name"),
-    ({"name": ""}, "$.name"),
-    ({"name": 5}, "$.name"),
-    ({"title": "  "}, "$.title"),
-    ({"name": "x", "vertical_data": [1]}, "$.vertical_data"),
-    ({"name": "x", "source_id": {"a": 1}}, "$.source_id"),
-    ({"name": "x", "source_id": ""}, "$.source_id"),
-    ({"name": "x", "date": "yesterday"}, "$.date"),
-    ({"name": "x", "timestamp": True}, "$.timestamp"),
-    ([1, 2], "$"),
-    ("text", "$"),
-])
+@pytest.mark.parametrize(
+    ("obj", "path"),
+    [
+        ({"price": 1}, "$.name"),
+        ({"name": ""}, "$.name"),
+        ({"name": 5}, "$.name"),
+        ({"title": "  "}, "$.title"),
+        ({"name": "x", "vertical_data": [1]}, "$.vertical_data"),
+        ({"name": "x", "source_id": {"a": 1}}, "$.source_id"),
+        ({"name": "x", "source_id": ""}, "$.source_id"),
+        ({"name": "x", "date": "yesterday"}, "$.date"),
+        ({"name": "x", "timestamp": True}, "$.timestamp"),
+        ([1, 2], "$"),
+        ("text", "$"),
+    ],
+)
 def test_invalid_records_say_what_and_where(obj: object, path: str) -> None:
     with pytest.raises(InvalidRecordError) as caught:
         normalize(obj, META)
@@ -89,12 +116,15 @@ def test_name_length_is_bounded() -> None:
         normalize({"name": "x" * 11}, META, max_name_length=10)
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("2026-03-01T10:00:00+02:00", "2026-03-01T08:00:00.000000Z"),
-    ("2026-03-01", "2026-03-01T00:00:00.000000Z"),
-    (1767225600, "2026-01-01T00:00:00.000000Z"),
-    (1767225600123, "2026-01-01T00:00:00.123000Z"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-03-01T10:00:00+02:00", "2026-03-01T08:00:00.000000Z"),
+        ("2026-03-01", "2026-03-01T00:00:00.000000Z"),
+        (1767225600, "2026-01-01T00:00:00.000000Z"),
+        (1767225600123, "2026-01-01T00:00:00.123000Z"),
+    ],
+)
 def test_event_time_is_normalized_to_utc(value: object, expected: str) -> None:
     assert normalize({"name": "x", "event_time": value}, META)["event_time"] == expected
 
@@ -104,9 +134,13 @@ def test_raw_event_key_and_headers() -> None:
     assert keyed.key == "shop/product/p1"
     assert keyed.value == b'{"name":"x","source_id":"p1"}'
     assert decode_headers(keyed.headers) == {
-        "qanat.vertical": "shop", "qanat.type": "product", "qanat.source": "http",
-        "qanat.ingestion_id": "ing-1", "qanat.event_id": "ev-1",
-        "qanat.received_at": "2026-01-02T03:04:05.000000Z", "content-type": "application/json",
+        "qanat.vertical": "shop",
+        "qanat.type": "product",
+        "qanat.source": "http",
+        "qanat.ingestion_id": "ing-1",
+        "qanat.event_id": "ev-1",
+        "qanat.received_at": "2026-01-02T03:04:05.000000Z",
+        "content-type": "application/json",
     }
     unkeyed = raw_event(b"[1]", [1], META)
     assert unkeyed.key == "ev-1"

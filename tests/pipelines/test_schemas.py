@@ -10,9 +10,14 @@ import pytest
 from pipelines.errors import ConfigError
 from pipelines.schemas import SchemaStore, json_path
 
-PRODUCT = {"type": "object", "required": ["name", "price"],
-           "properties": {"price": {"type": "number", "minimum": 0},
-                          "tags": {"type": "array", "items": {"type": "string"}}}}
+PRODUCT = {
+    "type": "object",
+    "required": ["name", "price"],
+    "properties": {
+        "price": {"type": "number", "minimum": 0},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+}
 
 
 def test_json_path() -> None:
@@ -26,7 +31,10 @@ def test_every_error_is_reported_with_its_path() -> None:
     version, errors = store.validate("shop", "product", {"price": -1, "tags": ["ok", 3]})
     assert version == 1
     assert [(e["path"], e["validator"]) for e in errors] == [
-        ("$", "required"), ("$.price", "minimum"), ("$.tags[1]", "type")]
+        ("$", "required"),
+        ("$.price", "minimum"),
+        ("$.tags[1]", "type"),
+    ]
 
 
 def test_schemaless_type_is_accepted() -> None:

@@ -11,8 +11,11 @@ from pipelines.topics import decode_headers
 from pipelines.transform import Transformer
 
 META = RawMeta("shop", "product", "http", "ing-1", "ev-1", "2026-01-02T03:04:05.000000Z")
-SCHEMA = {"type": "object", "required": ["price"],
-          "properties": {"price": {"type": "number", "minimum": 0}}}
+SCHEMA = {
+    "type": "object",
+    "required": ["price"],
+    "properties": {"price": {"type": "number", "minimum": 0}},
+}
 
 
 @pytest.fixture
@@ -21,8 +24,14 @@ def transformer() -> Transformer:
 
 
 def test_valid_event_becomes_a_record_keyed_by_its_identity(transformer: Transformer) -> None:
-    routed = transformer.process(b'{"name": "Lamp", "price": 3, "source_id": "p1"}', b"p-key",
-                                 META.headers(), "qanat.raw", 1, 17)
+    routed = transformer.process(
+        b'{"name": "Lamp", "price": 3, "source_id": "p1"}',
+        b"p-key",
+        META.headers(),
+        "qanat.raw",
+        1,
+        17,
+    )
     assert not routed.dead
     assert routed.key == b"shop/product/p1"
     record = orjson.loads(routed.payload or b"")
@@ -31,23 +40,28 @@ def test_valid_event_becomes_a_record_keyed_by_its_identity(transformer: Transfo
 
 
 def test_derived_source_id_rekeys_the_record(transformer: Transformer) -> None:
-    routed = transformer.process(b'{"name": "Lamp", "price": 3}', b"ev-1", META.headers(),
-                                 "qanat.raw", 0, 0)
+    routed = transformer.process(
+        b'{"name": "Lamp", "price": 3}', b"ev-1", META.headers(), "qanat.raw", 0, 0
+    )
     record = orjson.loads(routed.payload or b"")
     assert routed.key == f"shop/product/{record['source_id']}".encode()
 
 
-@pytest.mark.parametrize(("value", "stage", "reason"), [
-    (b"not json", "parse", "not valid JSON"),
-    (b"\xff\xfe{}", "parse", "not valid JSON"),
-    (None, "parse", "empty message"),
-    (b'{"name": "' + b"x" * 2000 + b'"}', "parse", "message too large"),
-    (b'{"name": "Lamp", "price": -2}', "validate", "schema validation failed"),
-    (b'{"price": 2}', "normalize", "missing name"),
-    (b"[1, 2]", "validate", "schema validation failed"),
-])
+@pytest.mark.parametrize(
+    ("value", "stage", "reason"),
+    [
+        (b"not json", "parse", "not valid JSON"),
+        (b"\xff\xfe{}", "parse", "not valid JSON"),
+        (None, "parse", "empty message"),
+        (b'{"name": "' + b"x" * 2000 + b'"}', "parse", "message too large"),
+        (b'{"name": "Lamp", "price": -2}', "validate", "schema validation failed"),
+        (b'{"price": 2}', "normalize", "missing name"),
+        (b"[1, 2]", "validate", "schema validation failed"),
+    ],
+)
 def test_bad_events_are_dead_letters_with_original_bytes(
-        transformer: Transformer, value: bytes | None, stage: str, reason: str) -> None:
+    transformer: Transformer, value: bytes | None, stage: str, reason: str
+) -> None:
     routed = transformer.process(value, b"ev-1", META.headers(), "qanat.raw", 2, 99)
     assert routed.dead
     assert routed.key == b"ev-1"
@@ -64,8 +78,9 @@ def test_bad_events_are_dead_letters_with_original_bytes(
 
 
 def test_validation_details_carry_every_error_path(transformer: Transformer) -> None:
-    routed = transformer.process(b'{"name": "x", "price": "free"}', None, META.headers(),
-                                 "qanat.raw", 0, 0)
+    routed = transformer.process(
+        b'{"name": "x", "price": "free"}', None, META.headers(), "qanat.raw", 0, 0
+    )
     details = orjson.loads(decode_headers(routed.headers)["qanat.error.details"])
     assert [d["path"] for d in details] == ["$.price"]
 

@@ -24,7 +24,8 @@ def client(kafka: KafkaSettings) -> Iterator[TestClient]:
 
 
 def test_batch_is_published_with_contract_keys_and_headers(
-        client: TestClient, kafka: KafkaSettings) -> None:
+    client: TestClient, kafka: KafkaSettings
+) -> None:
     records = [{"name": "Lamp", "source_id": "p1", "price": 3}, {"name": "no id"}, {"bad": 1}]
     response = client.post(URL, json={"records": records})
     assert response.status_code == 202
@@ -45,20 +46,34 @@ def test_batch_is_published_with_contract_keys_and_headers(
     assert unkeyed.key == unkeyed.headers["qanat.event_id"].encode()
 
 
-@pytest.mark.parametrize(("path", "body", "status", "code", "location"), [
-    (URL, b"{not json", 400, "invalid_json", "body"),
-    (URL, b'{"records": {"a": 1}}', 400, "invalid_records", "body.records"),
-    (URL, b'{"items": []}', 400, "invalid_body", "body"),
-    (URL, b"[]", 400, "invalid_body", "body"),
-    ("/api/v1/ingest/Shop/product/batch", b'{"records": []}', 400, "invalid_vertical",
-     "path.vertical"),
-    ("/api/v1/ingest/shop/a%3Bdrop/batch", b'{"records": []}', 400, "invalid_type", "path.type"),
-    (URL, orjson.dumps({"records": [{}] * 6}), 413, "too_many_records", "body.records"),
-    (URL, orjson.dumps({"records": [{"x": "y" * 30_000}]}), 413, "body_too_large", "body"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code", "location"),
+    [
+        (URL, b"{not json", 400, "invalid_json", "body"),
+        (URL, b'{"records": {"a": 1}}', 400, "invalid_records", "body.records"),
+        (URL, b'{"items": []}', 400, "invalid_body", "body"),
+        (URL, b"[]", 400, "invalid_body", "body"),
+        (
+            "/api/v1/ingest/Shop/product/batch",
+            b'{"records": []}',
+            400,
+            "invalid_vertical",
+            "path.vertical",
+        ),
+        (
+            "/api/v1/ingest/shop/a%3Bdrop/batch",
+            b'{"records": []}',
+            400,
+            "invalid_type",
+            "path.type",
+        ),
+        (URL, orjson.dumps({"records": [{}] * 6}), 413, "too_many_records", "body.records"),
+        (URL, orjson.dumps({"records": [{"x": "y" * 30_000}]}), 413, "body_too_large", "body"),
+    ],
+)
 def test_bad_requests_get_a_json_error_saying_what_and_where(
-        client: TestClient, path: str, body: bytes, status: int, code: str,
-        location: str) -> None:
+    client: TestClient, path: str, body: bytes, status: int, code: str, location: str
+) -> None:
     response = client.post(path, content=body, headers={"content-type": "application/json"})
     assert response.status_code == status
     error = response.json()["error"]
