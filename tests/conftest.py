@@ -40,9 +40,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield os.environ["QANAT_TEST_KAFKA_BOOTSTRAP"]
         return
     if docker_answers():
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
-        with KafkaContainer("apache/kafka:4.1.0").with_kraft() as container:
+        # Confluent Platform 8.0 is Apache Kafka 4.0, the image testcontainers drives.
+        with KafkaContainer("confluentinc/cp-kafka:8.0.0").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
     broker = LocalBroker(tmp_path_factory.mktemp("kafka"), port=free_port(), heap="768m")
@@ -69,7 +70,7 @@ def postgres_dsn() -> Iterator[str]:
         yield os.environ["QANAT_TEST_POSTGRES_DSN"]
         return
     if docker_answers():
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16", driver=None) as container:
             yield container.get_connection_url()

@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# One image for every qanat service; the command picks the part to run:
+#   docker run qanat source http | transform | sink postgres | db init postgres | ...
+
+# --- build: install qanat and its extras into a virtualenv -----------------------------
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/qanat
+WORKDIR /src
+# The distribution is pyproject.toml + README.md + the three packages (hatch wheel targets).
+COPY pyproject.toml README.md ./
+COPY pipelines ./pipelines
+COPY sources ./sources
+COPY sinks ./sinks
+RUN /opt/qanat/bin/pip install ".[all]"
+
+# --- runtime: the virtualenv, the schemas, a non-root user ------------------------------
+FROM python:3.11-slim
+ENV PATH=/opt/qanat/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    QANAT_DATA_DIR=/var/lib/qanat \
+    QANAT_TRANSFORM_SCHEMA_DIR=/app/schemas
+RUN groupadd --system --gid 10001 qanat \
+    && useradd --system --uid 10001 --gid qanat --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin qanat \
+    && mkdir -p /var/lib/qanat \
+    && chown qanat:qanat /var/lib/qanat
+COPY --from=build /opt/qanat /opt/qanat
+WORKDIR /app
+COPY schemas/ /app/schemas/
+USER qanat
+VOLUME ["/var/lib/qanat"]
+EXPOSE 8080
+ENTRYPOINT ["qanat"]
+CMD ["--help"]

@@ -1,0 +1,375 @@
+"""What every sink shares: records to rows, version-guarded upserts, error isolation, the DLQ.
+
+:class:`UpsertSink` is a Quix Streams ``BatchingSink``. For each batch (one topic partition,
+between two checkpoints) it turns items into :class:`Row` objects, keeps the newest version
+of each ``(vertical, type, source_id)`` and hands them to the subclass's :meth:`upsert`, one
+transaction. The subclass's SQL replaces a stored row only if
+``(event_time, kafka_offset)`` is greater than the stored one, so a redelivery or a replay
+never puts old data over new (design.md, "Delivery guarantees").
+
+Errors, by the kind the subclass raises:
+
+* :class:`~pipelines.errors.RetriableError` - ``SinkBackpressureError``: Quix pauses, seeks
+  back and delivers the batch again; no offset is committed.
+* :class:`~pipelines.errors.FatalError` - propagates: the process stops with one message.
+* :class:`BadRowError` - the batch is split in halves until each rejected row is alone; the
+  good rows land and every rejected row (like every malformed item) becomes a dead letter,
+  flushed before :meth:`UpsertSink.write` returns.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Producer
+from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
+from quixstreams.sinks.base.item import SinkItem
+
+from pipelines.config import KafkaSettings
+from pipelines.dlq import dead_letter_headers
+from pipelines.errors import FatalError, QanatError, RetriableError
+
+logger = logging.getLogger(__name__)
+
+SQL_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+"""Pattern of table and schema names in sink settings (quoted in SQL all the same)."""
+
+REQUIRED_FIELDS = ("vertical", "type", "source_id", "name", "event_time")
+OPTIONAL_TEXT_FIELDS = ("source", "ingestion_id", "event_id", "received_at")
+STAGE = "sink"
+# Kafka errors a retry cannot fix: a person must grant access first.
+_DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.SASL_AUTHENTICATION_FAILED}
+_DENIED |= {KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._AUTHENTICATION}
+
+
+class BadRowError(QanatError):
+    """The database refused a row (data exception, integrity violation): it goes to the DLQ."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One record as a row of the current-state table, with the Kafka position it came from."""
+
+    vertical: str
+    type: str
+    source_id: str
+    name: str
+    data: dict[str, Any]
+    source: str | None
+    ingestion_id: str | None
+    event_id: str | None
+    event_time: str
+    received_at: str | None
+    schema_version: int | None
+    kafka_topic: str
+    kafka_partition: int
+    kafka_offset: int
+
+    @property
+    def version(self) -> tuple[str, int]:
+        """What the upsert compares: newer event time wins, then the later position."""
+        return (self.event_time, self.kafka_offset)
+
+    def values(self) -> tuple[Any, ...]:
+        """The row in ROW_COLUMNS order, ``data`` as JSON text (BadRowError if it cannot be)."""
+        return tuple(
+            self.data_json() if name == "data" else getattr(self, name) for name in ROW_COLUMNS
+        )
+
+    def data_json(self) -> str:
+        """``data`` as JSON text; BadRowError if it cannot be serialized."""
+        try:
+            return orjson.dumps(self.data).decode()
+        except orjson.JSONEncodeError as exc:
+            raise BadRowError(f"vertical_data is not serializable: {exc}") from None
+
+
+ROW_COLUMNS = tuple(f.name for f in fields(Row))
+"""The columns a Row fills, in order; the stores add ``updated_at``."""
+KEY_COLUMNS = ("vertical", "type", "source_id")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An item the sink could not store, with why; a DeadLetterWriter sends it on."""
+
+    key: Any
+    value: Any
+    headers: Sequence[tuple[str, Any]] | None
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+
+class DeadLetterWriter(Protocol):
+    """Where a sink's dead letters go; ``flush`` returns only when they are durable."""
+
+    def send(self, letter: DeadLetter) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class LoggingDeadLetters:
+    """The default when no writer is given: log each dead letter at ERROR level."""
+
+    def send(self, letter: DeadLetter) -> None:
+        where = f"{letter.topic}[{letter.partition}]@{letter.offset}"
+        logger.error(
+            "dead letter %s key=%r: %s %s", where, letter.key, letter.reason, letter.details
+        )
+
+    def flush(self) -> None:
+        return None
+
+
+def _key_bytes(key: Any) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    return str(key).encode("utf-8", errors="replace")
+
+
+def _value_bytes(value: Any) -> bytes | None:
+    """The deserialized value as JSON again (bytes pass through, None stays a tombstone)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(repr(value))
+
+
+class KafkaDeadLetters:
+    """Produces dead letters to ``<prefix>.dlq`` with the sink's error headers.
+
+    The original key and headers are kept; the value (a record Quix deserialized) is
+    serialized again with orjson. :meth:`flush` raises RetriableError unless every letter
+    was acknowledged, so a sink never commits offsets before its dead letters are durable.
+
+    >>> from pipelines.config import KafkaSettings
+    >>> writer = KafkaDeadLetters(KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
+    >>> writer.topic
+    'qanat.dlq'
+    """
+
+    def __init__(self, kafka: KafkaSettings, *, flush_timeout: float = 30.0) -> None:
+        self.topic = kafka.topics.dlq
+        self.flush_timeout = flush_timeout
+        self._config = {"acks": "all", "enable.idempotence": True, **kafka.client()}
+        self._producer: Any = None
+        self._errors: list[Any] = []
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self._errors.append(err)
+
+    def _get_producer(self) -> Any:
+        if self._producer is None:  # created on first use: most batches have no dead letter
+            self._producer = Producer(self._config)
+        return self._producer
+
+    def send(self, letter: DeadLetter) -> None:
+        producer = self._get_producer()
+        headers = dead_letter_headers(
+            letter.headers,
+            stage=STAGE,
+            reason=letter.reason,
+            details=letter.details,
+            topic=letter.topic,
+            partition=letter.partition,
+            offset=letter.offset,
+        )
+        for _attempt in range(50):
+            try:
+                producer.produce(
+                    self.topic,
+                    key=_key_bytes(letter.key),
+                    value=_value_bytes(letter.value),
+                    headers=headers,
+                    on_delivery=self._on_delivery,
+                )
+                return
+            except BufferError:
+                producer.poll(0.1)  # the local queue is full: let deliveries drain
+            except KafkaException as exc:
+                raise RetriableError(f"cannot produce to {self.topic}: {exc}", 5.0) from exc
+        raise RetriableError(f"producer queue for {self.topic} stays full", 5.0)
+
+    def flush(self) -> None:
+        if self._producer is None:
+            return
+        remaining = self._producer.flush(self.flush_timeout)
+        errors, self._errors = self._errors, []
+        fatal = [err for err in errors if err.fatal() or err.code() in _DENIED]
+        if fatal:
+            raise FatalError(f"cannot write dead letters to {self.topic}: {fatal[0].str()}")
+        if errors:
+            raise RetriableError(
+                f"{len(errors)} dead letter(s) not delivered to {self.topic}: {errors[0].str()}",
+                5.0,
+            )
+        if remaining:
+            raise RetriableError(
+                f"{remaining} dead letter(s) still unacknowledged by "
+                f"{self.topic} after {self.flush_timeout}s",
+                5.0,
+            )
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _problems(value: Any) -> list[dict[str, str]]:
+    """Why an item's value is not a record (empty when it is one)."""
+    if not isinstance(value, dict):
+        return [{"path": "$", "message": f"expected an object, got {type(value).__name__}"}]
+    problems = [
+        {"path": f"$.{name}", "message": "required: a non-empty string"}
+        for name in REQUIRED_FIELDS
+        if not isinstance(value.get(name), str) or not value[name]
+    ]
+    problems += [
+        {"path": f"$.{name}", "message": "must be a string or null"}
+        for name in OPTIONAL_TEXT_FIELDS
+        if value.get(name) is not None and not isinstance(value[name], str)
+    ]
+    data = value.get("vertical_data")
+    if data is not None and not isinstance(data, dict):
+        problems.append({"path": "$.vertical_data", "message": "must be an object or null"})
+    version = value.get("schema_version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        problems.append({"path": "$.schema_version", "message": "must be an integer or null"})
+    return problems
+
+
+def to_row(value: dict[str, Any], topic: str, partition: int, offset: int) -> Row:
+    """A Row from a record that passed validation (see :func:`_problems`)."""
+    return Row(
+        vertical=value["vertical"],
+        type=value["type"],
+        source_id=value["source_id"],
+        name=value["name"],
+        data=value.get("vertical_data") or {},
+        source=value.get("source"),
+        ingestion_id=value.get("ingestion_id"),
+        event_id=value.get("event_id"),
+        event_time=value["event_time"],
+        received_at=value.get("received_at"),
+        schema_version=value.get("schema_version"),
+        kafka_topic=topic,
+        kafka_partition=partition,
+        kafka_offset=offset,
+    )
+
+
+def newest_per_key(rows: list[Row]) -> list[Row]:
+    """One row per (vertical, type, source_id): the newest by (event_time, kafka_offset)."""
+    newest: dict[tuple[str, str, str], Row] = {}
+    for row in rows:
+        key = (row.vertical, row.type, row.source_id)
+        kept = newest.get(key)
+        if kept is None or row.version > kept.version:
+            newest[key] = row
+    return list(newest.values())
+
+
+class UpsertSink(BatchingSink, abc.ABC):
+    """Base of the datastore sinks; subclasses implement :meth:`setup` and :meth:`upsert`.
+
+    ``dead_letters`` receives rejected and malformed items (default: logged). A subclass
+    opens its connection in :meth:`setup`, creating the tables when ``create_tables``.
+    """
+
+    def __init__(
+        self,
+        *,
+        dead_letters: DeadLetterWriter | None = None,
+        create_tables: bool = True,
+        **quix_options: Any,
+    ) -> None:
+        super().__init__(**quix_options)
+        self.dead_letters: DeadLetterWriter = dead_letters or LoggingDeadLetters()
+        self.create_tables = create_tables
+
+    @abc.abstractmethod
+    def setup(self) -> None:
+        """Open the connection (Quix calls it at start), creating tables if ``create_tables``."""
+
+    def flush(self) -> None:
+        """Write each partition's batch (:meth:`write`); Quix calls it at every checkpoint."""
+        super().flush()  # type: ignore[no-untyped-call]
+
+    @abc.abstractmethod
+    def upsert(self, rows: list[Row]) -> None:
+        """Write ``rows`` (unique keys) in one transaction with the version guard.
+
+        Raise RetriableError, FatalError or BadRowError; nothing is kept on error.
+        """
+
+    def close(self) -> None:
+        """Release the connection (subclasses extend it)."""
+
+    def write(self, batch: SinkBatch) -> None:
+        items: dict[int, SinkItem] = {}
+        rows: list[Row] = []
+        letters: list[DeadLetter] = []
+        for item in batch:
+            problems = _problems(item.value)
+            if problems:
+                letters.append(self._letter(item, batch, "malformed record", problems))
+                continue
+            items[item.offset] = item
+            rows.append(to_row(item.value, batch.topic, batch.partition, item.offset))
+        try:
+            for row, error in self._upsert_isolating(newest_per_key(rows)):
+                reason = "rejected by the database" + (f" ({error.code})" if error.code else "")
+                details = [{"path": "$", "message": str(error)}]
+                letters.append(self._letter(items[row.kafka_offset], batch, reason, details))
+            if letters:
+                for letter in letters:
+                    self.dead_letters.send(letter)
+                self.dead_letters.flush()
+        except RetriableError as exc:
+            where = f"{batch.topic}[{batch.partition}] from offset {batch.start_offset}"
+            logger.warning("%s will be retried in %.1fs: %s", where, exc.retry_after, exc)
+            raise SinkBackpressureError(retry_after=exc.retry_after) from exc
+        logger.debug("%s[%d]: %d stored or dead", batch.topic, batch.partition, batch.size)
+
+    def _upsert_isolating(self, rows: list[Row]) -> list[tuple[Row, BadRowError]]:
+        """Upsert, splitting in halves around rejected rows; returns each rejected row."""
+        if not rows:
+            return []
+        try:
+            self.upsert(rows)
+            return []
+        except BadRowError as exc:
+            if len(rows) == 1:
+                logger.info("row at offset %d rejected: %s", rows[0].kafka_offset, exc)
+                return [(rows[0], exc)]
+        middle = len(rows) // 2
+        return self._upsert_isolating(rows[:middle]) + self._upsert_isolating(rows[middle:])
+
+    @staticmethod
+    def _letter(
+        item: SinkItem, batch: SinkBatch, reason: str, details: list[dict[str, Any]]
+    ) -> DeadLetter:
+        return DeadLetter(
+            key=item.key,
+            value=item.value,
+            headers=item.headers,
+            topic=batch.topic,
+            partition=batch.partition,
+            offset=item.offset,
+            reason=reason,
+            details=details,
+        )

@@ -1,0 +1,337 @@
+"""The PostgreSQL sink: COPY each batch into a temporary table, then one guarded upsert.
+
+Errors are told apart by SQLSTATE only (never by message text):
+
+* retriable - classes 08 (connection), 40 (serialization failure, deadlock), 53 (resources),
+  57 (operator intervention: shutdown, terminated backend), 58 (system), 55P03 (lock
+  timeout), connection errors without a SQLSTATE and pool timeouts;
+* fatal - class 28 (authentication), 42501 (insufficient privilege), 3D000 (no database)
+  and anything unexpected;
+* a bad row - classes 22 (data exception, e.g. ``\\u0000`` in jsonb is 22P05), 23 (integrity)
+  and 54 (a value beyond a program limit, e.g. an oversized jsonb).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from pipelines.config import QanatSettings
+from pipelines.errors import FatalError, RetriableError
+from sinks.base import (
+    KEY_COLUMNS,
+    ROW_COLUMNS,
+    SQL_IDENTIFIER,
+    BadRowError,
+    DeadLetterWriter,
+    Row,
+    UpsertSink,
+)
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ROW_COLUMNS
+_TYPES = (
+    "text NOT NULL",
+    "text NOT NULL",
+    "text NOT NULL",
+    "text NOT NULL",
+    "jsonb NOT NULL",
+    "text",
+    "text",
+    "text",
+    "timestamptz NOT NULL",
+    "timestamptz",
+    "bigint",
+    "text NOT NULL",
+    "integer NOT NULL",
+    "bigint NOT NULL",
+)
+_KEY = KEY_COLUMNS
+_STAGE = sql.Identifier("pg_temp", "qanat_stage")
+_RETRIABLE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_BAD_ROW_CLASSES = frozenset({"22", "23", "54"})
+_FATAL_STATES = frozenset({"42501", "3D000"})
+
+
+class PostgresSinkSettings(QanatSettings):
+    """Settings of ``qanat sink postgres`` (env ``QANAT_POSTGRES_*``, YAML ``postgres``)."""
+
+    yaml_section: ClassVar[str] = "postgres"
+    model_config = SettingsConfigDict(env_prefix="QANAT_POSTGRES_", extra="forbid")
+
+    dsn: SecretStr = Field(
+        description="libpq connection string or URI of the database.",
+        examples=["postgresql://qanat:secret@127.0.0.1:5432/qanat"],
+    )
+    table: str = Field(
+        "records",
+        pattern=SQL_IDENTIFIER,
+        description="Table of current state, one row per vertical/type/source_id.",
+    )
+    schema_name: str = Field(
+        "public", pattern=SQL_IDENTIFIER, description="Schema of the table; created if missing."
+    )
+    pool_min_size: int = Field(1, ge=0, description="Connections the pool keeps open.")
+    pool_max_size: int = Field(4, ge=1, description="Most connections the pool opens.")
+    connect_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=("Seconds to wait for a new connection, or for a free one from the pool."),
+    )
+    lock_timeout_ms: int = Field(
+        10_000,
+        ge=0,
+        description=(
+            "Longest wait for a row or table lock before the batch is retried (0: forever)."
+        ),
+    )
+    application_name: str = Field(
+        "qanat-sink-postgres", description="application_name shown in pg_stat_activity."
+    )
+    create_tables: bool = Field(True, description="Create the schema, table and index at start.")
+
+    @field_validator("dsn")
+    @classmethod
+    def _parsable(cls, value: SecretStr) -> SecretStr:
+        try:
+            conninfo_to_dict(value.get_secret_value())
+        except psycopg.ProgrammingError:
+            raise ValueError("not a libpq connection string or postgresql:// URI") from None
+        return value
+
+    @field_validator("pool_max_size")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("pool_min_size", 0):
+            raise ValueError("must be at least pool_min_size")
+        return value
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """libpq options added to the DSN for every connection."""
+        return {
+            "connect_timeout": max(1, round(self.connect_timeout_s)),
+            "application_name": self.application_name,
+            "options": f"-c lock_timeout={self.lock_timeout_ms}",
+        }
+
+    def where(self) -> str:
+        """host:port/dbname as user, without the password, for messages."""
+        info = conninfo_to_dict(self.dsn.get_secret_value())
+        return (
+            f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/"
+            f"{info.get('dbname', '?')} as {info.get('user', '?')}"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def classify(exc: BaseException) -> Exception:
+    """RetriableError, FatalError or BadRowError for a psycopg error, by SQLSTATE."""
+    if isinstance(exc, PoolTimeout):
+        return RetriableError(f"no PostgreSQL connection available: {_first_line(exc)}")
+    state: str | None = getattr(exc, "sqlstate", None)
+    if state is None:  # raised by the client: connection trouble, or a value it cannot send
+        if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+            return BadRowError(_first_line(exc))
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return RetriableError(f"PostgreSQL connection: {_first_line(exc)}")
+        return FatalError(f"PostgreSQL client error: {_first_line(exc)}")
+    if state[:2] in _RETRIABLE_CLASSES or state == "55P03":
+        return RetriableError(f"PostgreSQL {state}: {_first_line(exc)}")
+    if state[:2] in _BAD_ROW_CLASSES:
+        return BadRowError(f"{state}: {_first_line(exc)}", state)
+    if state[:2] == "28" or state in _FATAL_STATES:
+        return FatalError(f"PostgreSQL refused ({state}): {_first_line(exc)}")
+    return FatalError(f"PostgreSQL error {state}: {_first_line(exc)}")
+
+
+def connect(settings: PostgresSinkSettings) -> psycopg.Connection[Any]:
+    """One connection for start-up work; every failure is a FatalError with one line.
+
+    libpq reports a refused login without a SQLSTATE, so a failure while the server answers
+    a ping means credentials, database name or pg_hba.conf; no answer means unreachable.
+    """
+    dsn = settings.dsn.get_secret_value()
+    try:
+        return psycopg.connect(dsn, **settings.connect_kwargs())
+    except psycopg.Error as exc:
+        error = classify(exc)
+        if isinstance(error, FatalError):
+            raise error from None
+        if psycopg.pq.PGconn.ping(dsn.encode()) == psycopg.pq.Ping.OK:
+            message = f"PostgreSQL at {settings.where()} refused the connection"
+        else:
+            message = f"PostgreSQL at {settings.where()} is unreachable"
+        raise FatalError(f"{message}: {_first_line(exc)}") from None
+
+
+def ddl(settings: PostgresSinkSettings) -> list[sql.Composed]:
+    """The statements that create the table and its index, if missing."""
+    table = sql.Identifier(settings.schema_name, settings.table)
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
+        for c, t in zip(COLUMNS, _TYPES, strict=True)
+    )
+    return [
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ({}, updated_at timestamptz NOT NULL DEFAULT now(),"
+            " PRIMARY KEY (vertical, type, source_id))"
+        ).format(table, columns),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (updated_at)").format(
+            sql.Identifier(f"{settings.table}_updated_at"[:63]), table
+        ),
+    ]
+
+
+def create_tables(conn: psycopg.Connection[Any], settings: PostgresSinkSettings) -> None:
+    """Create the schema (if missing), table and index; safe with concurrent replicas."""
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('qanat.sink.ddl'))")
+            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [settings.schema_name])
+            if cur.fetchone() is None:
+                cur.execute(
+                    sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(settings.schema_name))
+                )
+            for statement in ddl(settings):
+                cur.execute(statement)
+    except psycopg.Error as exc:
+        error = classify(exc)
+        raise FatalError(
+            f"cannot create {settings.schema_name}.{settings.table}: {error}"
+        ) from None
+
+
+def init_db(settings: PostgresSinkSettings) -> None:
+    """Create the schema, table and index (``qanat db init postgres``); idempotent."""
+    with connect(settings) as conn:
+        create_tables(conn, settings)
+
+
+def _stage_sql() -> sql.Composed:
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t.removesuffix(" NOT NULL")))
+        for c, t in zip(COLUMNS, _TYPES, strict=True)
+    )
+    return sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
+        _STAGE, columns
+    )
+
+
+def _upsert_sql(settings: PostgresSinkSettings) -> sql.Composed:
+    names = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+        for c in (*COLUMNS, "updated_at")
+        if c not in _KEY
+    )
+    return sql.SQL(
+        "INSERT INTO {table} AS t ({names}, updated_at) SELECT {names}, now() FROM {stage} "
+        "ON CONFLICT (vertical, type, source_id) DO UPDATE SET {updates} "
+        "WHERE (EXCLUDED.event_time, EXCLUDED.kafka_offset) > (t.event_time, t.kafka_offset)"
+    ).format(
+        table=sql.Identifier(settings.schema_name, settings.table),
+        names=names,
+        stage=_STAGE,
+        updates=updates,
+    )
+
+
+class PostgresSink(UpsertSink):
+    """Upserts records into a PostgreSQL table: per batch, COPY then one guarded upsert.
+
+    A stored row is replaced only by a newer version, by ``(event_time, kafka_offset)``.
+    Needs the ``postgres`` extra (psycopg 3 and psycopg_pool).
+
+    Example (with a server from ``scripts/postgres-local.sh``)::
+
+        from sinks.postgres import PostgresSink, PostgresSinkSettings
+
+        settings = PostgresSinkSettings(
+            dsn="postgresql://qanat:qanat@127.0.0.1:5432/qanat_test")
+        sink = PostgresSink(settings)
+        sink.setup()  # opens the pool, creates the table
+        record = {"vertical": "shop", "type": "product", "source_id": "p1",
+                  "name": "Lamp", "vertical_data": {"price": 9},
+                  "event_time": "2026-01-01T00:00:00.000000Z"}
+        sink.add(record, "shop/product/p1", 0, [], "qanat.records", 0, 42)
+        sink.flush()  # one transaction; SinkBackpressureError if it must be retried
+        sink.close()
+    """
+
+    def __init__(
+        self,
+        settings: PostgresSinkSettings,
+        *,
+        dead_letters: DeadLetterWriter | None = None,
+        **quix_options: Any,
+    ) -> None:
+        self.settings = settings
+        super().__init__(
+            dead_letters=dead_letters, create_tables=settings.create_tables, **quix_options
+        )
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._stage_sql = _stage_sql()
+        self._copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            _STAGE, sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        )
+        self._upsert_sql = _upsert_sql(settings)
+
+    @property
+    def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        if self._pool is None:
+            raise RuntimeError("PostgresSink.setup() has not been called")
+        return self._pool
+
+    def setup(self) -> None:
+        self.close()
+        with connect(self.settings) as conn:  # fail fast, with one line, on bad settings
+            if self.create_tables:
+                create_tables(conn, self.settings)
+        s = self.settings
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            s.dsn.get_secret_value(),
+            min_size=s.pool_min_size,
+            max_size=s.pool_max_size,
+            timeout=s.connect_timeout_s,
+            kwargs=s.connect_kwargs(),
+            open=False,
+            name=f"qanat-{s.schema_name}.{s.table}",
+        )
+        try:
+            pool.open(wait=s.pool_min_size > 0, timeout=s.connect_timeout_s)
+        except PoolTimeout as exc:
+            pool.close()
+            raise FatalError(
+                f"PostgreSQL at {s.where()}: pool did not fill in {s.connect_timeout_s}s"
+            ) from exc
+        self._pool = pool
+        logger.info("PostgreSQL sink writing to %s table %s.%s", s.where(), s.schema_name, s.table)
+
+    def upsert(self, rows: list[Row]) -> None:
+        values = [row.values() for row in rows]
+        try:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.execute(self._stage_sql)
+                with cur.copy(self._copy_sql) as copy:
+                    for value in values:
+                        copy.write_row(value)
+                cur.execute(self._upsert_sql)
+        except psycopg.Error as exc:
+            raise classify(exc) from exc
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

@@ -1,0 +1,131 @@
+"""docker-compose.yml runs real qanat commands with real qanat settings (no Docker needed)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.config import CONFIG_FILE_ENV, QanatSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+# The modules that define every settings model (each a QanatSettings subclass).
+SETTINGS_MODULES = (
+    "pipelines.config",
+    "pipelines.transform",
+    "sources.http",
+    "sinks.postgres",
+    "sinks.sqlite",
+)
+ONE_SHOT = {"db-init"}
+
+
+def _compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _qanat_services() -> dict[str, dict[str, Any]]:
+    services = _compose()["services"]
+    return {name: spec for name, spec in services.items() if "build" in spec}
+
+
+def _environment(spec: dict[str, Any]) -> dict[str, str]:
+    env = spec.get("environment") or {}
+    if isinstance(env, list):  # the KEY=VALUE list form
+        env = dict(item.split("=", 1) for item in env)
+    return {str(key): str(value) for key, value in env.items()}
+
+
+def _subclasses(cls: type) -> set[type]:
+    found: set[type] = set()
+    for sub in cls.__subclasses__():
+        found |= {sub, *_subclasses(sub)}
+    return found
+
+
+def _settings_models() -> dict[str, type[QanatSettings]]:
+    """Env var name -> the settings model it belongs to, for every qanat setting."""
+    for module in SETTINGS_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            pytest.fail(f"cannot import {module} to learn its settings: {exc}")
+    models: dict[str, type[QanatSettings]] = {}
+    for model in _subclasses(QanatSettings):
+        prefix = model.model_config.get("env_prefix", "")
+        for field in model.model_fields:
+            models[f"{prefix}{field}".upper()] = model
+    return models
+
+
+QANAT_SERVICES = sorted(_qanat_services())
+
+
+def test_compose_has_the_qanat_services() -> None:
+    assert set(QANAT_SERVICES) >= {"source-http", "transform", "sink-postgres", "db-init"}
+
+
+def test_kafka_is_apache_kafka_4() -> None:
+    image = _compose()["services"]["kafka"]["image"]
+    name, _, tag = image.partition(":")
+    assert name == "apache/kafka"
+    assert tag.split(".")[0] == "4", image
+
+
+@pytest.mark.parametrize("service", QANAT_SERVICES)
+def test_command_is_a_qanat_subcommand(service: str) -> None:
+    command = _qanat_services()[service].get("command")
+    assert isinstance(command, list) and command, f"{service}: command must be a non-empty list"
+    result = CliRunner().invoke(app, [*map(str, command), "--help"])
+    assert result.exit_code == 0, (
+        f"{service}: `qanat {' '.join(command)}` is not a command: {result.output}"
+    )
+
+
+@pytest.mark.parametrize("service", QANAT_SERVICES)
+def test_service_reaches_kafka_and_waits_for_it(service: str) -> None:
+    spec = _qanat_services()[service]
+    assert _environment(spec).get("QANAT_KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092"
+    assert spec["depends_on"]["kafka"]["condition"] == "service_healthy"
+    expected_restart = "no" if service in ONE_SHOT else "unless-stopped"
+    assert spec.get("restart") == expected_restart
+
+
+@pytest.mark.parametrize("service", QANAT_SERVICES)
+def test_every_qanat_variable_is_a_real_setting(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        key: value
+        for key, value in _environment(_qanat_services()[service]).items()
+        if key.startswith("QANAT_")
+    }
+    models = _settings_models()
+    unknown = sorted(set(env) - set(models) - {CONFIG_FILE_ENV})
+    assert not unknown, f"{service}: not qanat settings: {unknown}"
+    # The values must also be valid for the models they configure.
+    for key in [key for key in os.environ if key.startswith("QANAT_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for model in {models[key] for key in env if key in models}:
+        model()
+
+
+def test_sink_postgres_waits_for_db_init() -> None:
+    services = _compose()["services"]
+    sink = services["sink-postgres"]
+    assert sink["depends_on"]["db-init"]["condition"] == "service_completed_successfully"
+    assert (
+        _environment(sink)["QANAT_POSTGRES_DSN"]
+        == _environment(services["db-init"])["QANAT_POSTGRES_DSN"]
+    )
