@@ -128,9 +128,8 @@ def up(
     ),
 ) -> None:
     """Start the local pipeline: broker, HTTP source, transform, SQLite sink."""
-    from sinks.sqlite import SQLiteSinkSettings
-
     from pipelines.up import run_local_pipeline
+    from sinks.sqlite import SQLiteSinkSettings
 
     core = load(CoreSettings)
     sqlite_path = load(SQLiteSinkSettings).path

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from pipelines.config import QanatSettings
+from pipelines.config import CoreSettings, QanatSettings
 from pipelines.errors import FatalError, RetriableError
 from pipelines.records import now
 from sinks.base import (
@@ -50,7 +50,9 @@ class SQLiteSinkSettings(QanatSettings):
     model_config = SettingsConfigDict(env_prefix="QANAT_SQLITE_", extra="forbid")
 
     path: Path = Field(
-        Path(".qanat/qanat.db"), description="The SQLite database file; its directory is created."
+        default_factory=lambda: CoreSettings().data_dir / "qanat.db",
+        description="The SQLite database file (default: <QANAT_DATA_DIR>/qanat.db); "
+        "its directory is created.",
     )
     table: str = Field(
         "records",
