@@ -127,7 +127,7 @@ def up(
         "schemas"
     ),
 ) -> None:
-    """Start the local pipeline: broker, HTTP source, transform, SQLite sink."""
+    """Start the local pipeline: broker, HTTP source, transform, SQLite and errors sinks."""
     from pipelines.up import run_local_pipeline
     from sinks.sqlite import SQLiteSinkSettings
 
@@ -175,13 +175,18 @@ def transform() -> None:
     build_transform_app(kafka, core, settings).run()
 
 
-def _run_sink(sink: Any, group: str, core: CoreSettings, kafka: KafkaSettings) -> None:
+def _run_sink(
+    sink: Any, group: str, core: CoreSettings, kafka: KafkaSettings, *, dlq: bool = False
+) -> None:
     from pipelines.quixapp import quix_application
     from pipelines.topics import ensure_topics
 
     ensure_topics(kafka.client(), kafka.topics, kafka.partitions, kafka.replication_factor)
     quix = quix_application(kafka, core, group)
-    topic = quix.topic(kafka.topics.records, value_deserializer="json", key_deserializer="str")
+    if dlq:  # dead letters are stored with their exact bytes
+        topic = quix.topic(kafka.topics.dlq, value_deserializer="bytes", key_deserializer="bytes")
+    else:
+        topic = quix.topic(kafka.topics.records, value_deserializer="json", key_deserializer="str")
     quix.dataframe(topic).sink(sink)
     quix.run()
 
@@ -210,23 +215,57 @@ def sink_postgres() -> None:
     _run_sink(sink, "sink-postgres", core, kafka)
 
 
+@sink_app.command("errors")
+@fatal_errors
+def sink_errors(
+    store: Annotated[str, typer.Argument(help="sqlite or postgres")] = "sqlite",
+) -> None:
+    """Store dead letters from the DLQ topic in the errors table (record_errors)."""
+    from sinks.errors import ErrorsSink, ErrorsSinkSettings
+
+    core, kafka = _settings()
+    errors = load(ErrorsSinkSettings)
+    sink: ErrorsSink
+    if store == "sqlite":
+        from sinks.errors_sqlite import SQLiteErrorsSink
+        from sinks.sqlite import SQLiteSinkSettings
+
+        sink = SQLiteErrorsSink(load(SQLiteSinkSettings), errors)
+    elif store == "postgres":
+        from sinks.errors_postgres import PostgresErrorsSink
+        from sinks.postgres import PostgresSinkSettings
+
+        sink = PostgresErrorsSink(load(PostgresSinkSettings), errors)
+    else:
+        raise FatalError(f"unknown store {store!r}: choose sqlite or postgres")
+    _run_sink(sink, "sink-errors", core, kafka, dlq=True)
+
+
 @db_app.command("init")
 @fatal_errors
 def db_init(store: Annotated[str, typer.Argument(help="sqlite or postgres")] = "sqlite") -> None:
     """Create the tables and indexes of a store."""
+    from sinks.errors import ErrorsSinkSettings
+
+    errors = load(ErrorsSinkSettings)
     if store == "sqlite":
+        from sinks.errors_sqlite import init_db as init_sqlite_errors
         from sinks.sqlite import SQLiteSinkSettings
         from sinks.sqlite import init_db as init_sqlite
 
         settings = load(SQLiteSinkSettings)
         init_sqlite(settings)
-        typer.echo(f"initialized {settings.path}")
+        init_sqlite_errors(settings, errors)
+        typer.echo(f"initialized {settings.path}: {settings.table}, {errors.table}")
     elif store == "postgres":
+        from sinks.errors_postgres import init_db as init_postgres_errors
         from sinks.postgres import PostgresSinkSettings
         from sinks.postgres import init_db as init_postgres
 
-        init_postgres(load(PostgresSinkSettings))
-        typer.echo("initialized PostgreSQL")
+        pg = load(PostgresSinkSettings)
+        init_postgres(pg)
+        init_postgres_errors(pg, errors)
+        typer.echo(f"initialized PostgreSQL: {pg.table}, {errors.table}")
     else:
         raise FatalError(f"unknown store {store!r}: choose sqlite or postgres")
 

@@ -68,8 +68,14 @@ def encode_headers(values: Mapping[str, str]) -> Headers:
 
 def decode_headers(headers: Iterable[tuple[str, Any]] | None) -> dict[str, str]:
     """Headers as a dict of UTF-8 strings (the last value wins for a repeated name)."""
+    if not headers:
+        return {}
+    try:  # the hot path: every value is bytes
+        return {name: value.decode("utf-8", "replace") for name, value in headers}
+    except AttributeError:
+        pass
     decoded: dict[str, str] = {}
-    for name, value in headers or ():
+    for name, value in headers:
         if isinstance(value, bytes | bytearray):
             decoded[name] = bytes(value).decode("utf-8", errors="replace")
         elif value is not None:

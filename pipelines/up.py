@@ -122,7 +122,7 @@ def run_local_pipeline(
     sqlite_path: Path,
     schema_dir: Path,
 ) -> int:
-    """Run broker + HTTP source + transform + SQLite sink until interrupted."""
+    """Run broker, HTTP source, transform, SQLite sink and errors sink until interrupted."""
     env = dict(os.environ)
     broker: LocalBroker | None = None
     if "QANAT_KAFKA_BOOTSTRAP_SERVERS" not in env:
@@ -146,6 +146,7 @@ def run_local_pipeline(
         Service("source-http", ["source", "http"]),
         Service("transform", ["transform"]),
         Service("sink-sqlite", ["sink", "sqlite"]),
+        Service("sink-errors", ["sink", "errors", "sqlite"]),
     ]
     for index, service in enumerate(services):
         service.colour = COLOURS[index % len(COLOURS)]

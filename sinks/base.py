@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -283,6 +284,18 @@ def newest_per_key(rows: list[Row]) -> list[Row]:
     return list(newest.values())
 
 
+@contextmanager
+def backpressure_on_retriable(batch: SinkBatch) -> Iterator[None]:
+    """Turn a RetriableError into ``SinkBackpressureError``: Quix pauses, seeks back and
+    delivers the batch again, committing nothing."""
+    try:
+        yield
+    except RetriableError as exc:
+        where = f"{batch.topic}[{batch.partition}] from offset {batch.start_offset}"
+        logger.warning("%s will be retried in %.1fs: %s", where, exc.retry_after, exc)
+        raise SinkBackpressureError(retry_after=exc.retry_after) from exc
+
+
 class UpsertSink(BatchingSink, abc.ABC):
     """Base of the datastore sinks; subclasses implement :meth:`setup` and :meth:`upsert`.
 
@@ -330,7 +343,7 @@ class UpsertSink(BatchingSink, abc.ABC):
                 continue
             items[item.offset] = item
             rows.append(to_row(item.value, batch.topic, batch.partition, item.offset))
-        try:
+        with backpressure_on_retriable(batch):
             for row, error in self._upsert_isolating(newest_per_key(rows)):
                 reason = "rejected by the database" + (f" ({error.code})" if error.code else "")
                 details = [{"path": "$", "message": str(error)}]
@@ -339,10 +352,6 @@ class UpsertSink(BatchingSink, abc.ABC):
                 for letter in letters:
                     self.dead_letters.send(letter)
                 self.dead_letters.flush()
-        except RetriableError as exc:
-            where = f"{batch.topic}[{batch.partition}] from offset {batch.start_offset}"
-            logger.warning("%s will be retried in %.1fs: %s", where, exc.retry_after, exc)
-            raise SinkBackpressureError(retry_after=exc.retry_after) from exc
         logger.debug("%s[%d]: %d stored or dead", batch.topic, batch.partition, batch.size)
 
     def _upsert_isolating(self, rows: list[Row]) -> list[tuple[Row, BadRowError]]:

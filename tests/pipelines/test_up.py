@@ -14,6 +14,8 @@ import orjson
 import pytest
 
 from pipelines.devbroker import LocalBroker, free_port
+from sinks.errors_sqlite import SQLiteErrorStore
+from sinks.sqlite import SQLiteSinkSettings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +63,12 @@ def test_quick_start(tmp_path: Path) -> None:
             time.sleep(0.3)
         response = httpx.post(
             f"http://127.0.0.1:{http_port}/api/v1/ingest/shop/product/batch",
-            json={"records": [{"name": "Desk lamp", "source_id": "lamp-1", "price": 24.5}]},
+            json={
+                "records": [
+                    {"name": "Desk lamp", "source_id": "lamp-1", "price": 24.5},
+                    {"name": "Broken", "source_id": "bad-1", "price": -3},
+                ]
+            },
         )
         assert response.status_code == 202, response.text
         rows: list[dict[str, object]] = []
@@ -72,7 +79,15 @@ def test_quick_start(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert rows[0]["source_id"] == "lamp-1"
         assert rows[0]["vertical_data"] == {"price": 24.5}
-        for service in ("source-http |", "transform |", "sink-sqlite |"):
+        errors = SQLiteErrorStore(SQLiteSinkSettings(path=tmp_path / "qanat.db"))
+        ingestion_id = response.json()["ingestion_id"]
+        while errors.counts(ingestion_id)["invalid"] == 0:
+            assert time.monotonic() < deadline + 60, output()
+            time.sleep(0.5)
+        assert errors.counts(ingestion_id)["by_stage"] == {"validate": 1}
+        assert errors.errors(ingestion_id)[0]["reason"].startswith("schema validation failed")
+        errors.close()
+        for service in ("source-http |", "transform |", "sink-sqlite |", "sink-errors |"):
             assert service in output()
     finally:
         up.send_signal(signal.SIGTERM)

@@ -1,0 +1,354 @@
+"""The errors sink: dead letters from ``<prefix>.dlq`` into an errors table, and its reader.
+
+Every dead letter becomes one row of ``record_errors`` (design.md, "Datastore"): the
+contract headers (ingestion id, event id, vertical, type, source, received at), the error
+headers (stage, reason, details, at, where it was read, replay count), the raw key and
+value exactly as they were, and where the row was read from the DLQ. That DLQ position is
+the primary key, so a redelivered dead letter is stored once. A header that is missing or
+unreadable (a poison message) is stored as NULL; every header is also kept, as text, in
+the ``headers`` column, so nothing is lost.
+
+The stores: :mod:`sinks.errors_sqlite` and :mod:`sinks.errors_postgres`. Each has a sink
+(``SQLiteErrorsSink``, ``PostgresErrorsSink``) and a reader (``SQLiteErrorStore``,
+``PostgresErrorStore``) with the :class:`ErrorStore` interface that the ingestion routes
+(``GET /api/v1/ingestions/{id}`` and ``/errors``) call.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+import orjson
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+from quixstreams.sinks import BatchingSink, SinkBatch
+
+from pipelines.config import QanatSettings
+from pipelines.errors import FatalError
+from pipelines.records import parse_time
+from pipelines.topics import (
+    H_ERROR_AT,
+    H_ERROR_DETAILS,
+    H_ERROR_OFFSET,
+    H_ERROR_PARTITION,
+    H_ERROR_REASON,
+    H_ERROR_STAGE,
+    H_ERROR_TOPIC,
+    H_EVENT_ID,
+    H_INGESTION_ID,
+    H_RECEIVED_AT,
+    H_REPLAY_COUNT,
+    H_SOURCE,
+    H_TYPE,
+    H_VERTICAL,
+    decode_headers,
+)
+from sinks.base import SQL_IDENTIFIER, BadRowError, backpressure_on_retriable
+
+logger = logging.getLogger(__name__)
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+UNKNOWN_STAGE = "unknown"
+"""The ``by_stage`` key of dead letters without a stage header."""
+
+
+class ErrorsSinkSettings(QanatSettings):
+    """Settings of ``qanat sink errors`` (env ``QANAT_ERRORS_*``, YAML section ``errors``).
+
+    The database itself is the store's own settings (``QANAT_SQLITE_*`` or
+    ``QANAT_POSTGRES_*``), so errors land next to the records by default.
+    """
+
+    yaml_section: ClassVar[str] = "errors"
+    model_config = SettingsConfigDict(env_prefix="QANAT_ERRORS_", extra="forbid")
+
+    table: str = Field(
+        "record_errors",
+        pattern=SQL_IDENTIFIER,
+        description="Table of dead letters, one row per DLQ message, indexed by ingestion id.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    """One dead letter as a row of the errors table (columns in this order)."""
+
+    dlq_topic: str
+    dlq_partition: int
+    dlq_offset: int
+    ingestion_id: str | None
+    event_id: str | None
+    vertical: str | None
+    type: str | None
+    source: str | None
+    stage: str | None
+    reason: str | None
+    details: Any  # parsed JSON; the header's text as a JSON string when it is not JSON
+    payload: bytes | None
+    raw_key: bytes | None
+    headers: dict[str, str]
+    received_at: datetime | None
+    error_at: datetime | None
+    replay_count: int | None
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+
+    @property
+    def position(self) -> tuple[str, int, int]:
+        return (self.dlq_topic, self.dlq_partition, self.dlq_offset)
+
+    def values(self) -> tuple[Any, ...]:
+        return astuple(self)
+
+
+COLUMNS = tuple(f.name for f in fields(ErrorRow))
+"""The columns an ErrorRow fills, in order; the stores add ``stored_at``."""
+KEY_COLUMNS = ("dlq_topic", "dlq_partition", "dlq_offset")
+
+
+def _text(value: str) -> str:
+    """Text a database can hold: U+0000 (refused by PostgreSQL) becomes U+FFFD."""
+    return value.replace("\x00", "\ufffd")
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    if isinstance(value, dict):
+        return {_text(str(k)): _clean_json(v) for k, v in value.items()}
+    return value
+
+
+def _json(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return _clean_json(orjson.loads(value))
+    except orjson.JSONDecodeError:
+        return _text(value)  # kept, as a JSON string
+
+
+def _int(value: str | None, maximum: int) -> int | None:
+    try:
+        number = int(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and 0 <= number <= maximum else None
+
+
+def _time(value: str | None) -> datetime | None:
+    try:
+        return parse_time(value) if value is not None else None
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _bytes(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8")  # a deserializer other than "bytes" was configured
+
+
+def error_row(
+    key: Any,
+    value: Any,
+    headers: Iterable[tuple[str, Any]] | None,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> ErrorRow:
+    """The row of the dead letter read at ``topic[partition]@offset``; never raises.
+
+    >>> row = error_row(b"k", b"\\xff", [("qanat.error.stage", b"parse")], "qanat.dlq", 0, 9)
+    >>> row.stage, row.ingestion_id, row.payload, row.position
+    ('parse', None, b'\\xff', ('qanat.dlq', 0, 9))
+    """
+    h = {_text(name): _text(text) for name, text in decode_headers(headers).items()}
+    get = h.get
+    return ErrorRow(
+        dlq_topic=topic,
+        dlq_partition=partition,
+        dlq_offset=offset,
+        ingestion_id=get(H_INGESTION_ID),
+        event_id=get(H_EVENT_ID),
+        vertical=get(H_VERTICAL),
+        type=get(H_TYPE),
+        source=get(H_SOURCE),
+        stage=get(H_ERROR_STAGE),
+        reason=get(H_ERROR_REASON),
+        details=_json(get(H_ERROR_DETAILS)),
+        payload=_bytes(value),
+        raw_key=_bytes(key),
+        headers=h,
+        received_at=_time(get(H_RECEIVED_AT)),
+        error_at=_time(get(H_ERROR_AT)),
+        replay_count=_int(get(H_REPLAY_COUNT), INT32_MAX),
+        source_topic=get(H_ERROR_TOPIC),
+        source_partition=_int(get(H_ERROR_PARTITION), INT32_MAX),
+        source_offset=_int(get(H_ERROR_OFFSET), INT64_MAX),
+    )
+
+
+class ErrorsSink(BatchingSink, abc.ABC):
+    """Base of the errors sinks: one idempotent insert of each batch's dead letters.
+
+    Read the DLQ topic with the ``bytes`` key and value deserializers, so that the raw
+    payload is stored exactly. A subclass implements :meth:`setup`, :meth:`store` and
+    :meth:`close`; :meth:`store` raises RetriableError (the batch is retried: Quix's
+    ``SinkBackpressureError``) or FatalError. Rows are built so that a store cannot refuse
+    one; if it does all the same (BadRowError), the sink stops instead of losing it.
+    Examples: :class:`sinks.errors_sqlite.SQLiteErrorsSink`,
+    :class:`sinks.errors_postgres.PostgresErrorsSink`.
+    """
+
+    def __init__(self, *, create_tables: bool = True, **quix_options: Any) -> None:
+        super().__init__(**quix_options)
+        self.create_tables = create_tables
+
+    @abc.abstractmethod
+    def setup(self) -> None:
+        """Open the connection (Quix calls it at start), creating tables if ``create_tables``."""
+
+    @abc.abstractmethod
+    def store(self, rows: list[ErrorRow]) -> None:
+        """Insert ``rows`` (unique positions) in one transaction; a stored position is kept."""
+
+    def close(self) -> None:
+        """Release the connection (subclasses extend it)."""
+
+    def flush(self) -> None:
+        """Write each partition's batch (:meth:`write`); Quix calls it at every checkpoint."""
+        super().flush()  # type: ignore[no-untyped-call]
+
+    def write(self, batch: SinkBatch) -> None:
+        rows: dict[tuple[str, int, int], ErrorRow] = {}
+        for item in batch:
+            row = error_row(
+                item.key, item.value, item.headers, batch.topic, batch.partition, item.offset
+            )
+            rows[row.position] = row
+        with backpressure_on_retriable(batch):
+            try:
+                self.store(list(rows.values()))
+            except BadRowError as exc:
+                where = f"{batch.topic}[{batch.partition}] from offset {batch.start_offset}"
+                message = f"the errors table refused a dead letter of {where}: {exc}"
+                raise FatalError(message) from exc
+        logger.debug("%s[%d]: %d dead letter(s) stored", batch.topic, batch.partition, len(rows))
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+class ErrorStore(Protocol):
+    """What the ingestion routes read; RetriableError when the database is unavailable."""
+
+    def counts(self, ingestion_id: str) -> dict[str, Any]:
+        """``{"ingestion_id", "invalid", "dead_letters", "by_stage": {stage: invalid}}``."""
+        ...
+
+    def errors(self, ingestion_id: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """The ingestion's dead letters, oldest error first (see :data:`ERROR_FIELDS`)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+DISTINCT_EVENTS = "COUNT(DISTINCT event_id) + COUNT(*) FILTER (WHERE event_id IS NULL)"
+"""Invalid events: a replayed event that fails again is one; a letter without id is one."""
+COUNTS_SQL = (
+    f"SELECT stage, {DISTINCT_EVENTS}, COUNT(*) FROM {{table}} "
+    "WHERE ingestion_id = {p} GROUP BY stage"
+)
+TOTAL_SQL = f"SELECT {DISTINCT_EVENTS}, COUNT(*) FROM {{table}} WHERE ingestion_id = {{p}}"
+_SELECTED = (
+    "event_id",
+    "vertical",
+    "type",
+    "source",
+    "stage",
+    "reason",
+    "details",
+    "payload",
+    "raw_key",
+    "received_at",
+    "error_at",
+    "stored_at",
+    "replay_count",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "dlq_topic",
+    "dlq_partition",
+    "dlq_offset",
+)
+ERRORS_SQL = (
+    f"SELECT {', '.join(_SELECTED)} FROM {{table}} WHERE ingestion_id = {{p}} "
+    "ORDER BY error_at NULLS LAST, dlq_topic, dlq_partition, dlq_offset LIMIT {p} OFFSET {p}"
+)
+"""Templates shared by the stores: ``{table}`` is the quoted table, ``{p}`` a placeholder."""
+ERROR_FIELDS = (
+    "ingestion_id",
+    *(name for name in _SELECTED if name not in ("payload", "raw_key")),
+    "payload",
+    "payload_encoding",
+    "key",
+    "key_encoding",
+)
+"""The keys of each dict :meth:`ErrorStore.errors` returns; times are RFC 3339 text, and
+``payload`` / ``key`` are text when the bytes are UTF-8 (encoding ``utf-8``), else base64
+(encoding ``base64``), or None (encoding None)."""
+
+
+def as_text(raw: bytes | None) -> tuple[str | None, str | None]:
+    """Bytes for a JSON answer: ``(text, "utf-8")`` or ``(base64, "base64")``.
+
+    >>> as_text(b"caf\\xc3\\xa9"), as_text(b"\\xff"), as_text(None)
+    (('café', 'utf-8'), ('/w==', 'base64'), (None, None))
+    """
+    if raw is None:
+        return None, None
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def counts_result(
+    ingestion_id: str, total: Sequence[Any] | None, by_stage: Iterable[Sequence[Any]]
+) -> dict[str, Any]:
+    """The :meth:`ErrorStore.counts` answer from the rows of TOTAL_SQL and COUNTS_SQL."""
+    invalid, letters = (int(total[0] or 0), int(total[1] or 0)) if total else (0, 0)
+    return {
+        "ingestion_id": ingestion_id,
+        "invalid": invalid,
+        "dead_letters": letters,
+        "by_stage": {stage or UNKNOWN_STAGE: int(n) for stage, n, _rows in by_stage},
+    }
+
+
+def error_result(ingestion_id: str, row: dict[str, Any]) -> dict[str, Any]:
+    """One :meth:`ErrorStore.errors` item from a row of ERRORS_SQL (times already text)."""
+    payload, payload_encoding = as_text(row.pop("payload"))
+    key, key_encoding = as_text(row.pop("raw_key"))
+    result = {"ingestion_id": ingestion_id, **row}
+    result |= {"payload": payload, "payload_encoding": payload_encoding}
+    result |= {"key": key, "key_encoding": key_encoding}
+    return result
+
+
+def check_page(limit: int, offset: int) -> None:
+    if limit < 0 or offset < 0:
+        raise ValueError("limit and offset must not be negative")
