@@ -18,8 +18,17 @@ def quix_application(
     Topics are created by :func:`pipelines.topics.ensure_topics` with qanat's own settings,
     so Quix is not allowed to create them with its defaults.
     """
-    connection = ConnectionConfig.from_librdkafka_dict(kafka.client())
+    # Connection and security settings become Quix's ConnectionConfig; every other client
+    # setting (timeouts, batching) reaches its consumer and producer as extra config.
+    connection = ConnectionConfig.from_librdkafka_dict(kafka.client(), ignore_extras=True)
+    extra = {
+        name: value
+        for name, value in kafka.client_config.items()
+        if name.replace(".", "_") not in ConnectionConfig.model_fields
+    }
     defaults: dict[str, Any] = {
+        "consumer_extra_config": extra,
+        "producer_extra_config": extra,
         "auto_offset_reset": "earliest",
         "commit_interval": 1.0,
         "auto_create_topics": False,

@@ -24,13 +24,14 @@ class Landed:
 def consume(
     kafka: KafkaSettings, topic: str, expected: int, timeout: float = 60.0, settle: float = 1.0
 ) -> list[Landed]:
-    """Every message of ``topic`` from the start: waits for ``expected``, then ``settle`` more
-    seconds, so that extra (duplicate) messages would be seen too."""
+    """Every committed message of ``topic`` from the start (a read_committed reader): waits
+    for ``expected``, then ``settle`` more seconds, so extra (duplicate) ones are seen too."""
     consumer = Consumer(
         kafka.client(
             **{
                 "group.id": f"test-{uuid.uuid4().hex}",
                 "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
                 "enable.auto.commit": False,
             }
         )
