@@ -23,8 +23,8 @@ import abc
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -56,9 +56,11 @@ class BadRowError(QanatError):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One record as a row of the current-state table, with the Kafka position it came from."""
+class Row(NamedTuple):
+    """One record as a row of the current-state table, with the Kafka position it came from.
+
+    A tuple in ROW_COLUMNS order (cheap to build and to hand to a driver as it is).
+    """
 
     vertical: str
     type: str
@@ -82,9 +84,7 @@ class Row:
 
     def values(self) -> tuple[Any, ...]:
         """The row in ROW_COLUMNS order, ``data`` as JSON text (BadRowError if it cannot be)."""
-        return tuple(
-            self.data_json() if name == "data" else getattr(self, name) for name in ROW_COLUMNS
-        )
+        return (*self[:4], self.data_json(), *self[5:])
 
     def data_json(self) -> str:
         """``data`` as JSON text; BadRowError if it cannot be serialized."""
@@ -94,7 +94,7 @@ class Row:
             raise BadRowError(f"vertical_data is not serializable: {exc}") from None
 
 
-ROW_COLUMNS = tuple(f.name for f in fields(Row))
+ROW_COLUMNS: tuple[str, ...] = Row._fields
 """The columns a Row fills, in order; the stores add ``updated_at``."""
 KEY_COLUMNS = ("vertical", "type", "source_id")
 
@@ -255,33 +255,90 @@ def _problems(value: Any) -> list[dict[str, str]]:
 
 def to_row(value: dict[str, Any], topic: str, partition: int, offset: int) -> Row:
     """A Row from a record that passed validation (see :func:`_problems`)."""
+    get = value.get
     return Row(
-        vertical=value["vertical"],
-        type=value["type"],
-        source_id=value["source_id"],
-        name=value["name"],
-        data=value.get("vertical_data") or {},
-        source=value.get("source"),
-        ingestion_id=value.get("ingestion_id"),
-        event_id=value.get("event_id"),
-        event_time=value["event_time"],
-        received_at=value.get("received_at"),
-        schema_version=value.get("schema_version"),
-        kafka_topic=topic,
-        kafka_partition=partition,
-        kafka_offset=offset,
+        value["vertical"],
+        value["type"],
+        value["source_id"],
+        value["name"],
+        get("vertical_data") or {},
+        get("source"),
+        get("ingestion_id"),
+        get("event_id"),
+        value["event_time"],
+        get("received_at"),
+        get("schema_version"),
+        topic,
+        partition,
+        offset,
     )
+
+
+_new_row = tuple.__new__  # Row(...) without the keyword handling of NamedTuple.__new__
+
+
+def fast_row(value: Any, topic: str, partition: int, offset: int) -> Row | None:
+    """The Row of a plainly well-formed record, else None: then :func:`_problems` decides.
+
+    The common case in one pass (exact types only: a subclass takes the detailed path, with
+    the same outcome); never accepts what :func:`_problems` would refuse.
+    """
+    if type(value) is not dict:
+        return None
+    get = value.get
+    vertical, type_, source_id = get("vertical"), get("type"), get("source_id")
+    name, event_time, data = get("name"), get("event_time"), get("vertical_data")
+    source, ingestion_id, event_id = get("source"), get("ingestion_id"), get("event_id")
+    received_at, version = get("received_at"), get("schema_version")
+    if (
+        type(vertical) is str
+        and type(type_) is str
+        and type(source_id) is str
+        and type(name) is str
+        and type(event_time) is str
+        and vertical
+        and type_
+        and source_id
+        and name
+        and event_time
+        and (source is None or type(source) is str)
+        and (ingestion_id is None or type(ingestion_id) is str)
+        and (event_id is None or type(event_id) is str)
+        and (received_at is None or type(received_at) is str)
+        and (data is None or type(data) is dict)
+        and (version is None or type(version) is int)
+    ):
+        return _new_row(
+            Row,
+            (
+                vertical,
+                type_,
+                source_id,
+                name,
+                data or {},
+                source,
+                ingestion_id,
+                event_id,
+                event_time,
+                received_at,
+                version,
+                topic,
+                partition,
+                offset,
+            ),
+        )
+    return None
 
 
 def newest_per_key(rows: list[Row]) -> list[Row]:
     """One row per (vertical, type, source_id): the newest by (event_time, kafka_offset)."""
-    newest: dict[tuple[str, str, str], Row] = {}
+    newest: dict[tuple[str, ...], Row] = {}
+    setdefault = newest.setdefault
     for row in rows:
-        key = (row.vertical, row.type, row.source_id)
-        kept = newest.get(key)
-        if kept is None or row.version > kept.version:
-            newest[key] = row
-    return list(newest.values())
+        kept = setdefault(row[:3], row)
+        if kept is not row and (row[8], row[13]) > (kept[8], kept[13]):  # Row.version
+            newest[row[:3]] = row
+    return rows if len(newest) == len(rows) else list(newest.values())
 
 
 @contextmanager
@@ -333,21 +390,30 @@ class UpsertSink(BatchingSink, abc.ABC):
         """Release the connection (subclasses extend it)."""
 
     def write(self, batch: SinkBatch) -> None:
-        items: dict[int, SinkItem] = {}
         rows: list[Row] = []
         letters: list[DeadLetter] = []
+        topic, partition = batch.topic, batch.partition
         for item in batch:
-            problems = _problems(item.value)
-            if problems:
-                letters.append(self._letter(item, batch, "malformed record", problems))
-                continue
-            items[item.offset] = item
-            rows.append(to_row(item.value, batch.topic, batch.partition, item.offset))
+            value = item.value
+            row = fast_row(value, topic, partition, item.offset)
+            if row is None:
+                problems = _problems(value)
+                if problems:
+                    letters.append(self._letter(item, batch, "malformed record", problems))
+                    continue
+                row = to_row(value, topic, partition, item.offset)
+            rows.append(row)
         with backpressure_on_retriable(batch):
-            for row, error in self._upsert_isolating(newest_per_key(rows)):
-                reason = "rejected by the database" + (f" ({error.code})" if error.code else "")
-                details = [{"path": "$", "message": str(error)}]
-                letters.append(self._letter(items[row.kafka_offset], batch, reason, details))
+            rejected = self._upsert_isolating(newest_per_key(rows))
+            if rejected:
+                items = {item.offset: item for item in batch}
+                for row, error in rejected:
+                    code = f" ({error.code})" if error.code else ""
+                    details = [{"path": "$", "message": str(error)}]
+                    item = items[row.kafka_offset]
+                    letters.append(
+                        self._letter(item, batch, "rejected by the database" + code, details)
+                    )
             if letters:
                 for letter in letters:
                     self.dead_letters.send(letter)

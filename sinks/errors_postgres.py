@@ -16,7 +16,6 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pipelines.errors import FatalError
 from pipelines.records import format_time
 from sinks.errors import (
     COLUMNS,
@@ -31,11 +30,18 @@ from sinks.errors import (
     counts_result,
     error_result,
 )
-from sinks.postgres import PostgresSinkSettings, classify, connect
+from sinks.postgres import (
+    Pool,
+    PostgresSinkSettings,
+    PostgresStore,
+    classify,
+    connect,
+    create_in_schema,
+    open_pool,
+)
 
 logger = logging.getLogger(__name__)
 
-Pool = ConnectionPool[psycopg.Connection[Any]]
 _TYPES = {
     "dlq_topic": "text NOT NULL",
     "dlq_partition": "integer NOT NULL",
@@ -78,19 +84,7 @@ def create_tables(
     conn: psycopg.Connection[Any], settings: PostgresSinkSettings, errors: ErrorsSinkSettings
 ) -> None:
     """Create the schema (if missing), the errors table and index; safe with replicas."""
-    try:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('qanat.sink.ddl'))")
-            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [settings.schema_name])
-            if cur.fetchone() is None:
-                cur.execute(
-                    sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(settings.schema_name))
-                )
-            for statement in ddl(settings, errors):
-                cur.execute(statement)
-    except psycopg.Error as exc:
-        where = f"{settings.schema_name}.{errors.table}"
-        raise FatalError(f"cannot create {where}: {classify(exc)}") from None
+    create_in_schema(conn, settings, errors.table, ddl(settings, errors))
 
 
 def init_db(settings: PostgresSinkSettings, errors: ErrorsSinkSettings | None = None) -> None:
@@ -117,20 +111,19 @@ def _params(row: ErrorRow) -> tuple[Any, ...]:
 
 
 def _pool(settings: PostgresSinkSettings, min_size: int, max_size: int, name: str) -> Pool:
-    """A pool of autocommit connections, each checked before use; opened on first use."""
-    return ConnectionPool(
-        settings.dsn.get_secret_value(),
+    """A pool of autocommit connections, each checked before use; connecting in the background."""
+    return open_pool(
+        settings,
         min_size=min_size,
         max_size=max_size,
-        timeout=settings.connect_timeout_s,
-        kwargs=settings.connect_kwargs() | {"autocommit": True},
-        check=ConnectionPool.check_connection,
-        open=False,
         name=name,
+        wait=False,
+        check=ConnectionPool.check_connection,
+        autocommit=True,
     )
 
 
-class PostgresErrorsSink(ErrorsSink):
+class PostgresErrorsSink(PostgresStore, ErrorsSink):
     """Stores dead letters in a PostgreSQL table (default ``record_errors``), one row each.
 
     Example (with a server from ``scripts/postgres-local.sh``)::
@@ -149,36 +142,24 @@ class PostgresErrorsSink(ErrorsSink):
         PostgresErrorStore(settings).counts("ing-1")["by_stage"]  # {'parse': 1}
     """
 
+    _label = "errors sink"
+
     def __init__(
         self,
         settings: PostgresSinkSettings,
         errors: ErrorsSinkSettings | None = None,
         **quix_options: Any,
     ) -> None:
-        self.settings = settings
         self.errors = errors or ErrorsSinkSettings()
-        super().__init__(create_tables=settings.create_tables, **quix_options)
-        self._pool: Pool | None = None
+        super().__init__(settings, self.errors.table, **quix_options)
         self._sql = insert_sql(settings, self.errors)
 
-    @property
-    def pool(self) -> Pool:
-        if self._pool is None:
-            raise RuntimeError("PostgresErrorsSink.setup() has not been called")
-        return self._pool
+    def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
+        create_tables(conn, self.settings, self.errors)
 
-    def setup(self) -> None:
-        self.close()
-        with connect(self.settings) as conn:  # fail fast, with one line, on bad settings
-            if self.create_tables:
-                create_tables(conn, self.settings, self.errors)
+    def _open_pool(self) -> Pool:
         s = self.settings
-        name = f"qanat-errors-{s.schema_name}.{self.errors.table}"
-        self._pool = _pool(s, min_size=1, max_size=1, name=name)
-        self._pool.open(wait=False)
-        logger.info(
-            "errors sink writing to %s table %s.%s", s.where(), s.schema_name, self.errors.table
-        )
+        return _pool(s, 1, 1, f"qanat-errors-{s.schema_name}.{self.errors.table}")
 
     def store(self, rows: list[ErrorRow]) -> None:
         params = [_params(row) for row in rows]
@@ -187,11 +168,6 @@ class PostgresErrorsSink(ErrorsSink):
                 cur.executemany(self._sql, params)
         except (psycopg.Error, PoolTimeout) as exc:
             raise classify(exc) from exc
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
 
 
 class PostgresErrorStore:
@@ -219,7 +195,6 @@ class PostgresErrorStore:
         if self._pool is None:
             name = f"qanat-errors-reader-{self.errors_settings.table}"
             self._pool = _pool(self.settings, 0, self.settings.pool_max_size, name)
-            self._pool.open(wait=False)
         try:
             with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
                 if not self._table_exists:

@@ -28,7 +28,7 @@ from sinks.errors import (
     counts_result,
     error_result,
 )
-from sinks.sqlite import SQLiteSinkSettings, classify, connect
+from sinks.sqlite import SQLiteSinkSettings, SQLiteStore, classify, connect
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _params(row: ErrorRow, stored_at: str) -> tuple[Any, ...]:
     return (*values.values(), stored_at)
 
 
-class SQLiteErrorsSink(ErrorsSink):
+class SQLiteErrorsSink(SQLiteStore, ErrorsSink):
     """Stores dead letters in a SQLite table (default ``record_errors``), one row each.
 
     >>> import tempfile, pathlib
@@ -137,45 +137,24 @@ class SQLiteErrorsSink(ErrorsSink):
     [('validate', '$.price', '{"price": "x"}')]
     """
 
+    _label = "errors sink"
+
     def __init__(
         self,
         settings: SQLiteSinkSettings | None = None,
         errors: ErrorsSinkSettings | None = None,
         **quix_options: Any,
     ) -> None:
-        self.settings = settings or SQLiteSinkSettings()
-        self.table = (errors or ErrorsSinkSettings()).table
-        super().__init__(create_tables=self.settings.create_tables, **quix_options)
-        self._conn: sqlite3.Connection | None = None
+        super().__init__(settings, (errors or ErrorsSinkSettings()).table, **quix_options)
         self._sql = insert_sql(self.table)
 
-    @property
-    def connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("SQLiteErrorsSink.setup() has not been called")
-        return self._conn
-
-    def setup(self) -> None:
-        self.close()
-        conn = connect(self.settings)
-        try:
-            if self.create_tables:
-                create_tables(conn, self.table)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        logger.info("errors sink writing to %s table %s", self.settings.path, self.table)
+    def _create_tables(self, conn: sqlite3.Connection) -> None:
+        create_tables(conn, self.table)
 
     def store(self, rows: list[ErrorRow]) -> None:
         conn = self.connection
         params = [_params(row, now()) for row in rows]
         _in_transaction(conn, lambda: conn.executemany(self._sql, params))
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 class SQLiteErrorStore:

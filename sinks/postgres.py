@@ -1,5 +1,9 @@
 """The PostgreSQL sink: COPY each batch into a temporary table, then one guarded upsert.
 
+While batches bring only keys the table does not have yet, they are COPied straight into it
+(under a savepoint; the primary key turns a stored key back to the upsert): see
+:meth:`PostgresSink.upsert`.
+
 Errors are told apart by SQLSTATE only (never by message text):
 
 * retriable - classes 08 (connection), 40 (serialization failure, deadlock), 53 (resources),
@@ -16,9 +20,11 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import set_json_dumps
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -56,6 +62,13 @@ _TYPES = (
 )
 _KEY = KEY_COLUMNS
 _STAGE = sql.Identifier("pg_temp", "qanat_stage")
+# How a Row's fields are sent by COPY (text format: the server parses each for its column).
+_COPY_TYPES = [
+    "int8" if t.startswith(("bigint", "integer")) else "jsonb" if t.startswith("jsonb") else "text"
+    for t in _TYPES
+]
+RETRY_DIRECT_AFTER = 16
+"""Batches that go through the stage after one brought an already stored key."""
 _RETRIABLE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 _BAD_ROW_CLASSES = frozenset({"22", "23", "54"})
 _FATAL_STATES = frozenset({"42501", "3D000"})
@@ -194,8 +207,14 @@ def ddl(settings: PostgresSinkSettings) -> list[sql.Composed]:
     ]
 
 
-def create_tables(conn: psycopg.Connection[Any], settings: PostgresSinkSettings) -> None:
-    """Create the schema (if missing), table and index; safe with concurrent replicas."""
+def create_in_schema(
+    conn: psycopg.Connection[Any],
+    settings: PostgresSinkSettings,
+    table: str,
+    statements: list[sql.Composed],
+) -> None:
+    """Create the schema (if missing), then run ``statements`` (the DDL of ``table``);
+    safe with concurrent replicas. FatalError on failure."""
     try:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('qanat.sink.ddl'))")
@@ -204,13 +223,16 @@ def create_tables(conn: psycopg.Connection[Any], settings: PostgresSinkSettings)
                 cur.execute(
                     sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(settings.schema_name))
                 )
-            for statement in ddl(settings):
+            for statement in statements:
                 cur.execute(statement)
     except psycopg.Error as exc:
         error = classify(exc)
-        raise FatalError(
-            f"cannot create {settings.schema_name}.{settings.table}: {error}"
-        ) from None
+        raise FatalError(f"cannot create {settings.schema_name}.{table}: {error}") from None
+
+
+def create_tables(conn: psycopg.Connection[Any], settings: PostgresSinkSettings) -> None:
+    """Create the schema (if missing), table and index; safe with concurrent replicas."""
+    create_in_schema(conn, settings, settings.table, ddl(settings))
 
 
 def init_db(settings: PostgresSinkSettings) -> None:
@@ -248,7 +270,93 @@ def _upsert_sql(settings: PostgresSinkSettings) -> sql.Composed:
     )
 
 
-class PostgresSink(UpsertSink):
+Pool = ConnectionPool[psycopg.Connection[Any]]
+
+
+def open_pool(
+    settings: PostgresSinkSettings,
+    *,
+    min_size: int,
+    max_size: int,
+    name: str,
+    wait: bool,
+    **options: Any,
+) -> Pool:
+    """A pool of connections with the settings' DSN, timeouts and libpq options.
+
+    ``options``: ``check`` and more of ConnectionPool's arguments, plus connection
+    attributes such as ``autocommit``. With ``wait``, it returns once ``min_size``
+    connections are open, else FatalError.
+    """
+    check = options.pop("check", None)
+    pool: Pool = ConnectionPool(
+        settings.dsn.get_secret_value(),
+        min_size=min_size,
+        max_size=max_size,
+        timeout=settings.connect_timeout_s,
+        kwargs=settings.connect_kwargs() | options,
+        check=check,
+        open=False,
+        name=name,
+    )
+    try:
+        pool.open(wait=wait, timeout=settings.connect_timeout_s)
+    except PoolTimeout as exc:
+        pool.close()
+        raise FatalError(
+            f"PostgreSQL at {settings.where()}: pool did not fill in {settings.connect_timeout_s}s"
+        ) from exc
+    return pool
+
+
+class PostgresStore:
+    """The pool a PostgreSQL sink holds (records or errors), opened in :meth:`setup` after
+    one connection checked the settings and, when ``create_tables``, created the table.
+
+    Mixed in before the sink's base class, which gets ``create_tables`` from the settings.
+    A sink names its ``table`` and implements :meth:`_create_tables` and :meth:`_open_pool`.
+    """
+
+    _label: ClassVar[str] = "PostgreSQL sink"
+    create_tables: bool  # set by the sink's base class
+
+    def __init__(self, settings: PostgresSinkSettings, table: str, **options: Any) -> None:
+        self.settings = settings
+        self.table = table
+        # the next class in the sink's MRO (UpsertSink, ErrorsSink) takes create_tables
+        super().__init__(create_tables=settings.create_tables, **options)  # type: ignore[call-arg]
+        self._pool: Pool | None = None
+
+    @property
+    def pool(self) -> Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
+        return self._pool
+
+    def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
+        raise NotImplementedError
+
+    def _open_pool(self) -> Pool:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        self.close()
+        with connect(self.settings) as conn:  # fail fast, with one line, on bad settings
+            if self.create_tables:
+                self._create_tables(conn)
+        self._pool = self._open_pool()
+        s = self.settings
+        logger.info(
+            "%s writing to %s table %s.%s", self._label, s.where(), s.schema_name, self.table
+        )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+class PostgresSink(PostgresStore, UpsertSink):
     """Upserts records into a PostgreSQL table: per batch, COPY then one guarded upsert.
 
     A stored row is replaced only by a newer version, by ``(event_time, kafka_offset)``.
@@ -277,61 +385,71 @@ class PostgresSink(UpsertSink):
         dead_letters: DeadLetterWriter | None = None,
         **quix_options: Any,
     ) -> None:
-        self.settings = settings
-        super().__init__(
-            dead_letters=dead_letters, create_tables=settings.create_tables, **quix_options
-        )
-        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        super().__init__(settings, settings.table, dead_letters=dead_letters, **quix_options)
         self._stage_sql = _stage_sql()
-        self._copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            _STAGE, sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
-        )
+        names = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        table = sql.Identifier(settings.schema_name, settings.table)
+        self._copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(_STAGE, names)
+        self._copy_table_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(table, names)
+        self._direct_after = 0  # batches until the next try of a direct COPY
         self._upsert_sql = _upsert_sql(settings)
 
-    @property
-    def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
-        if self._pool is None:
-            raise RuntimeError("PostgresSink.setup() has not been called")
-        return self._pool
+    def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
+        create_tables(conn, self.settings)
 
-    def setup(self) -> None:
-        self.close()
-        with connect(self.settings) as conn:  # fail fast, with one line, on bad settings
-            if self.create_tables:
-                create_tables(conn, self.settings)
+    def _open_pool(self) -> Pool:
         s = self.settings
-        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            s.dsn.get_secret_value(),
+        return open_pool(
+            s,
             min_size=s.pool_min_size,
             max_size=s.pool_max_size,
-            timeout=s.connect_timeout_s,
-            kwargs=s.connect_kwargs(),
-            open=False,
             name=f"qanat-{s.schema_name}.{s.table}",
+            wait=s.pool_min_size > 0,
         )
-        try:
-            pool.open(wait=s.pool_min_size > 0, timeout=s.connect_timeout_s)
-        except PoolTimeout as exc:
-            pool.close()
-            raise FatalError(
-                f"PostgreSQL at {s.where()}: pool did not fill in {s.connect_timeout_s}s"
-            ) from exc
-        self._pool = pool
-        logger.info("PostgreSQL sink writing to %s table %s.%s", s.where(), s.schema_name, s.table)
 
     def upsert(self, rows: list[Row]) -> None:
-        values = [row.values() for row in rows]
+        """One transaction: COPY into the stage, then the guarded upsert.
+
+        While batches bring only new keys (a first load, a backfill), the rows are COPied
+        straight into the table instead, under a savepoint: the primary key refuses a key
+        that is already stored (23505), and then that batch takes the stage and the upsert
+        after all, and the next :data:`RETRY_DIRECT_AFTER` batches go there directly.
+        """
         try:
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                if self._direct_after > 0:
+                    self._direct_after -= 1
+                elif self._copy_direct(conn, cur, rows):
+                    return
                 cur.execute(self._stage_sql)
-                with cur.copy(self._copy_sql) as copy:
-                    for value in values:
-                        copy.write_row(value)
+                self._copy(cur, self._copy_sql, rows)
                 cur.execute(self._upsert_sql)
         except psycopg.Error as exc:
             raise classify(exc) from exc
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+    def _copy_direct(
+        self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], rows: list[Row]
+    ) -> bool:
+        """COPY ``rows`` into the table; False (nothing kept) if a key is already stored."""
+        try:
+            with conn.transaction():  # a savepoint
+                self._copy(cur, self._copy_table_sql, rows)
+        except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation):
+            # a stored key; or a table whose updated_at has no DEFAULT now() (not our DDL):
+            # every other NOT NULL column is checked before, so no row is at fault
+            self._direct_after = RETRY_DIRECT_AFTER
+            return False
+        return True
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor[Any], statement: sql.Composed, rows: list[Row]) -> None:
+        """COPY ``rows`` as they are: ``data`` goes out as JSON text (orjson)."""
+        set_json_dumps(orjson.dumps, cur)
+        with cur.copy(statement) as copy:
+            copy.set_types(_COPY_TYPES)
+            write = copy.write_row
+            for row in rows:
+                try:
+                    write(row)
+                except TypeError as exc:  # orjson.JSONEncodeError: the other fields are checked
+                    raise BadRowError(f"vertical_data is not serializable: {exc}") from None

@@ -164,10 +164,57 @@ def init_db(settings: SQLiteSinkSettings) -> None:
 
 
 def _params(row: Row, updated_at: str) -> tuple[Any, ...]:
-    return (*row.values(), updated_at)
+    return (*row[:4], row.data_json(), *row[5:], updated_at)  # Row.values() + updated_at
 
 
-class SQLiteSink(UpsertSink):
+class SQLiteStore:
+    """The connection a SQLite sink holds (records or errors): one per sink, opened in
+    :meth:`setup`, which creates the sink's table first when ``create_tables``.
+
+    Mixed in before the sink's base class, which gets ``create_tables`` from the settings.
+    A sink names its ``table`` and implements :meth:`_create_tables`.
+    """
+
+    _label: ClassVar[str] = "SQLite sink"
+    create_tables: bool  # set by the sink's base class
+
+    def __init__(
+        self, settings: SQLiteSinkSettings | None, table: str | None, **options: Any
+    ) -> None:
+        self.settings = settings or SQLiteSinkSettings()
+        self.table = table or self.settings.table
+        # the next class in the sink's MRO (UpsertSink, ErrorsSink) takes create_tables
+        super().__init__(create_tables=self.settings.create_tables, **options)  # type: ignore[call-arg]
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
+        return self._conn
+
+    def _create_tables(self, conn: sqlite3.Connection) -> None:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        self.close()
+        conn = connect(self.settings)
+        try:
+            if self.create_tables:
+                self._create_tables(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        logger.info("%s writing to %s table %s", self._label, self.settings.path, self.table)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class SQLiteSink(SQLiteStore, UpsertSink):
     """Upserts records into one SQLite table, one transaction per batch.
 
     A stored row is replaced only by a newer version, by ``(event_time, kafka_offset)``.
@@ -193,30 +240,11 @@ class SQLiteSink(UpsertSink):
         dead_letters: DeadLetterWriter | None = None,
         **quix_options: Any,
     ) -> None:
-        self.settings = settings or SQLiteSinkSettings()
-        super().__init__(
-            dead_letters=dead_letters, create_tables=self.settings.create_tables, **quix_options
-        )
-        self._conn: sqlite3.Connection | None = None
-        self._sql = upsert_sql(self.settings.table)
+        super().__init__(settings, None, dead_letters=dead_letters, **quix_options)
+        self._sql = upsert_sql(self.table)
 
-    @property
-    def connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("SQLiteSink.setup() has not been called")
-        return self._conn
-
-    def setup(self) -> None:
-        self.close()
-        conn = connect(self.settings)
-        try:
-            if self.create_tables:
-                create_tables(conn, self.settings.table)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        logger.info("SQLite sink writing to %s table %s", self.settings.path, self.settings.table)
+    def _create_tables(self, conn: sqlite3.Connection) -> None:
+        create_tables(conn, self.table)
 
     def upsert(self, rows: list[Row]) -> None:
         conn = self.connection
@@ -245,8 +273,3 @@ class SQLiteSink(UpsertSink):
                 conn.execute("ROLLBACK")
             except sqlite3.Error as exc:
                 raise classify(exc) from exc
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None

@@ -23,6 +23,8 @@ from pipelines.records import format_time
 from sinks.base import BadRowError, UpsertSink
 from sinks.postgres import PostgresSink, PostgresSinkSettings, classify, init_db
 from tests.sinks.conformance import (
+    T0,
+    T1,
     Key,
     ListDeadLetters,
     MakeSink,
@@ -211,3 +213,41 @@ def test_settings_validate(monkeypatch: pytest.MonkeyPatch) -> None:
         PostgresSinkSettings(table="bad name")
     with pytest.raises(ValidationError):
         PostgresSinkSettings(pool_min_size=5, pool_max_size=2)
+
+
+def test_stored_and_new_keys_in_one_batch_after_a_first_load(pg_dsn: str, pg_table: str) -> None:
+    # A batch of new keys only is COPied straight into the table; one with a stored key
+    # goes through the stage and the guarded upsert (the PK refuses the direct COPY).
+    sink = PostgresSink(pg_settings(pg_dsn, pg_table))
+    sink.setup()
+    try:
+        deliver(sink, (0, record("a", T1, name="a1")), (1, record("b")))
+        deliver(sink, (2, record("a", T0, name="old")), (3, record("c")), (4, record("b", T1)))
+        deliver(sink, (5, record("d")))  # after a conflict: through the stage for a while
+    finally:
+        sink.close()
+    rows = read_table(pg_dsn, "public", pg_table)
+    assert sorted(rows) == [key_of(record(k)) for k in "abcd"]
+    assert (rows[key_of(record("a"))]["name"], rows[key_of(record("a"))]["kafka_offset"]) == (
+        "a1",
+        0,
+    )
+    assert rows[key_of(record("b"))]["kafka_offset"] == 4
+    assert len({row["updated_at"] for row in rows.values()}) == 3  # one per transaction
+
+
+def test_table_without_updated_at_default_still_takes_new_keys(pg_dsn: str, pg_table: str) -> None:
+    settings = pg_settings(pg_dsn, pg_table, create_tables=False)
+    init_db(settings)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        table = sql.Identifier("public", pg_table)
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER updated_at DROP DEFAULT").format(table))
+    dead = ListDeadLetters()
+    sink = PostgresSink(settings, dead_letters=dead)
+    sink.setup()
+    try:
+        deliver(sink, (0, record("a")), (1, record("b")))
+    finally:
+        sink.close()
+    assert sorted(read_table(pg_dsn, "public", pg_table)) == [key_of(record(k)) for k in "ab"]
+    assert dead.letters == []
