@@ -53,7 +53,8 @@ def check_identifier(kind: str, value: str) -> str:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with microseconds: fixed width, so text order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime, and this runs once per record.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def now() -> str:
