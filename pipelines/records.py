@@ -13,7 +13,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -78,9 +78,11 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-@dataclass(frozen=True)
-class RawMeta:
-    """What the raw event's headers say about it."""
+_META_HEADERS = (H_VERTICAL, H_TYPE, H_SOURCE, H_INGESTION_ID, H_EVENT_ID, H_RECEIVED_AT)
+
+
+class RawMeta(NamedTuple):
+    """What the raw event's headers say about it (a tuple: built once per event)."""
 
     vertical: str
     type: str
@@ -91,18 +93,18 @@ class RawMeta:
 
     @classmethod
     def from_headers(cls, headers: dict[str, str]) -> RawMeta:
-        required = (H_VERTICAL, H_TYPE, H_SOURCE, H_INGESTION_ID, H_EVENT_ID, H_RECEIVED_AT)
-        missing = [name for name in required if not headers.get(name)]
-        if missing:
+        values = [headers.get(name) for name in _META_HEADERS]
+        if not all(values):
             raise InvalidRecordError(
                 "parse",
                 "missing contract headers",
                 [
                     {"path": f"headers.{name}", "message": "required header is missing"}
-                    for name in missing
+                    for name, value in zip(_META_HEADERS, values, strict=True)
+                    if not value
                 ],
             )
-        return cls(*(headers[name] for name in required))
+        return cls(*values)  # type: ignore[arg-type]
 
     def headers(self, content_type: str = "application/json") -> Headers:
         return encode_headers(
