@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,10 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.config import CONFIG_FILE_ENV, QanatSettings
+from pipelines.configdoc import env_name, settings_models
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-# The modules that define every settings model (each a QanatSettings subclass).
-SETTINGS_MODULES = (
-    "pipelines.config",
-    "pipelines.transform",
-    "sources.http",
-    "sinks.postgres",
-    "sinks.sqlite",
-)
 ONE_SHOT = {"db-init"}
 
 
@@ -45,26 +37,11 @@ def _environment(spec: dict[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in env.items()}
 
 
-def _subclasses(cls: type) -> set[type]:
-    found: set[type] = set()
-    for sub in cls.__subclasses__():
-        found |= {sub, *_subclasses(sub)}
-    return found
-
-
 def _settings_models() -> dict[str, type[QanatSettings]]:
     """Env var name -> the settings model it belongs to, for every qanat setting."""
-    for module in SETTINGS_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            pytest.fail(f"cannot import {module} to learn its settings: {exc}")
-    models: dict[str, type[QanatSettings]] = {}
-    for model in _subclasses(QanatSettings):
-        prefix = model.model_config.get("env_prefix", "")
-        for field in model.model_fields:
-            models[f"{prefix}{field}".upper()] = model
-    return models
+    return {
+        env_name(model, field): model for model in settings_models() for field in model.model_fields
+    }
 
 
 QANAT_SERVICES = sorted(_qanat_services())
