@@ -52,29 +52,47 @@ def _loads_or_none(value: bytes) -> Any:
         return None
 
 
-class _Acks:
-    """Counts the delivery reports of one batch and resolves a future on the last one."""
+class Acks:
+    """The delivery reports of one ingestion: events can be added while earlier ones are
+    being delivered; :meth:`seal` says no more will come, and ``future`` resolves once
+    every added event was reported on (acknowledged or failed)."""
 
-    def __init__(self, count: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.remaining = count
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.pending = 0
+        self.acknowledged = 0
+        self.failed = 0
         self.error: KafkaError | None = None
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
+        self._sealed = False
         self._lock = threading.Lock()
 
-    def __call__(self, error: KafkaError | None, _message: Message | None) -> None:
+    def add(self) -> None:
+        """Count one more event, before it is produced."""
         with self._lock:
-            if error is not None and self.error is None:
-                self.error = error
-            self.remaining -= 1
-            done = self.remaining == 0
+            self.pending += 1
+
+    def __call__(self, error: KafkaError | None, _message: Message | None) -> None:
+        """The delivery report of one event (librdkafka's ``on_delivery``)."""
+        with self._lock:
+            if error is None:
+                self.acknowledged += 1
+            else:
+                self.failed += 1
+                if self.error is None:
+                    self.error = error
+            self.pending -= 1
+            done = self._sealed and self.pending == 0
         if done:
             self.loop.call_soon_threadsafe(self._resolve)
 
-    def abandon(self, count: int, error: KafkaError) -> None:
-        """Count ``count`` events that were never produced as failed."""
-        for _ in range(count):
-            self(error, None)
+    def seal(self) -> None:
+        """No more events will be added; resolve once the pending ones are reported."""
+        with self._lock:
+            self._sealed = True
+            done = self.pending == 0
+        if done:
+            self._resolve()
 
     def _resolve(self) -> None:
         if not self.future.done():
@@ -85,21 +103,32 @@ class KafkaPublisher:
     """An idempotent producer whose ``publish`` returns once Kafka acknowledged everything.
 
     A background thread serves delivery reports, so the event loop never blocks on them.
+    For a stream, :meth:`acks`, :meth:`produce` (which awaits while the local queue is
+    full) and :meth:`wait` are the pieces ``publish`` is made of.
     """
 
-    def __init__(self, kafka: KafkaSettings, delivery_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        delivery_timeout_s: float = 30.0,
+        queue_max_messages: int | None = None,
+        queue_max_kbytes: int | None = None,
+    ) -> None:
         self.delivery_timeout_s = delivery_timeout_s
-        self._producer = Producer(
-            kafka.client(
-                **{
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "compression.type": "lz4",
-                    "message.timeout.ms": int(delivery_timeout_s * 1000),
-                }
-            )
-        )
+        #: How often a produce found the local queue full and waited for it to drain.
+        self.queue_full_waits = 0
+        config: dict[str, Any] = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.timeout.ms": int(delivery_timeout_s * 1000),
+        }
+        if queue_max_messages is not None:
+            config["queue.buffering.max.messages"] = queue_max_messages
+        if queue_max_kbytes is not None:
+            config["queue.buffering.max.kbytes"] = queue_max_kbytes
+        self._producer = Producer(kafka.client(**config))
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="qanat-delivery", daemon=True)
         self._poller.start()
@@ -108,33 +137,56 @@ class KafkaPublisher:
         while not self._stopping.is_set():
             self._producer.poll(0.1)
 
+    def acks(self) -> Acks:
+        """A new acknowledgement counter for one ingestion (call from the event loop)."""
+        return Acks(asyncio.get_running_loop())
+
     async def publish(self, topic: str, events: Sequence[RawEvent]) -> None:
         """Produce every event; raise RetriableError unless Kafka acknowledged them all."""
         if not events:
             return
-        acks = _Acks(len(events), asyncio.get_running_loop())
-        deadline = time.monotonic() + self.delivery_timeout_s
-        for index, event in enumerate(events):
-            if not await self._produce(topic, event, acks, deadline):
-                acks.abandon(len(events) - index, KafkaError(KafkaError._QUEUE_FULL))
-                break
-        await acks.future
-        if acks.error is not None:
-            raise RetriableError(
-                f"Kafka did not acknowledge the events: {acks.error.str()}", retry_after=5.0
-            )
+        acks = self.acks()
+        try:
+            for event in events:
+                await self.produce(topic, event, acks)
+        finally:
+            await self.wait(acks)
 
-    async def _produce(self, topic: str, event: RawEvent, acks: _Acks, deadline: float) -> bool:
+    async def produce(self, topic: str, event: RawEvent, acks: Acks) -> None:
+        """Hand one event to the producer, counted in ``acks``. While the local queue is
+        full, await its draining (the caller reads no more input meanwhile); raise
+        RetriableError if it stays full for ``delivery_timeout_s``."""
+        key = event.key.encode()
+        deadline: float | None = None
         while True:
             try:
                 self._producer.produce(
-                    topic, event.value, event.key.encode(), headers=event.headers, on_delivery=acks
+                    topic, event.value, key, headers=event.headers, on_delivery=acks
                 )
-                return True
             except BufferError:  # the local queue is full: wait for deliveries to drain it
-                if time.monotonic() > deadline:
-                    return False
-                await asyncio.sleep(0.005)
+                if deadline is None:
+                    self.queue_full_waits += 1
+                    deadline = time.monotonic() + self.delivery_timeout_s
+                elif time.monotonic() > deadline:
+                    raise RetriableError(
+                        "Kafka's producer queue stayed full; the events were not stored",
+                        retry_after=5.0,
+                    ) from None
+                await asyncio.sleep(0.002)
+            else:
+                acks.add()
+                return
+
+    async def wait(self, acks: Acks) -> None:
+        """Seal ``acks`` and wait for every delivery report; raise RetriableError unless
+        Kafka acknowledged every event."""
+        acks.seal()
+        await acks.future
+        if acks.error is not None:
+            raise RetriableError(
+                f"Kafka did not acknowledge {acks.failed} events: {acks.error.str()}",
+                retry_after=5.0,
+            )
 
     def close(self, timeout: float = 10.0) -> None:
         self._stopping.set()

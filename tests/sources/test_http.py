@@ -46,13 +46,50 @@ def test_batch_is_published_with_contract_keys_and_headers(
     assert unkeyed.key == unkeyed.headers["qanat.event_id"].encode()
 
 
+def test_items_batch_is_published_keyed_by_idempotency_key(
+    client: TestClient, kafka: KafkaSettings
+) -> None:
+    items = [
+        {"title": "Rain", "body": "b", "type": "article", "idempotency_key": "k1"},
+        {"title": "Sun", "date": "2026-01-02", "source": "wire", "entity": "e"},
+    ]
+    response = client.post(URL, json={"items": items})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["record_count"] == 2
+    landed = consume(kafka, kafka.topics.raw, expected=2)
+    assert len(landed) == 2
+    by_title = {orjson.loads(m.value or b"null")["title"]: m for m in landed}
+    assert by_title["Rain"].key == b"shop/product/k1"
+    assert orjson.loads(by_title["Rain"].value or b"null") == items[0]
+    sun = by_title["Sun"]
+    assert sun.key == sun.headers["qanat.event_id"].encode()
+    for message in landed:
+        assert message.headers["qanat.ingestion_id"] == body["ingestion_id"]
+        assert message.headers["qanat.vertical"] == "shop"
+        assert message.headers["qanat.type"] == "product"
+        assert message.headers["qanat.source"] == "http"
+        assert message.headers["content-type"] == "application/json"
+        assert message.headers["qanat.received_at"].endswith("Z")
+
+
+def test_empty_items_batch_is_accepted(client: TestClient) -> None:
+    response = client.post(URL, json={"items": []})
+    assert response.status_code == 202
+    assert response.json()["record_count"] == 0
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "code", "location"),
     [
         (URL, b"{not json", 400, "invalid_json", "body"),
-        (URL, b'{"records": {"a": 1}}', 400, "invalid_records", "body.records"),
-        (URL, b'{"items": []}', 400, "invalid_body", "body"),
-        (URL, b"[]", 400, "invalid_body", "body"),
+        # Shape errors are 422 (issue 3), with the path of what is wrong.
+        (URL, b'{"records": {"a": 1}}', 422, "invalid_records", "body.records"),
+        (URL, b'{"items": "x"}', 422, "invalid_items", "body.items"),
+        (URL, b'{"rows": []}', 422, "invalid_body", "body"),
+        (URL, b'{"records": [], "items": []}', 422, "invalid_body", "body"),
+        (URL, b"[]", 422, "invalid_body", "body"),
+        (URL, b'"records"', 422, "invalid_body", "body"),
         (
             "/api/v1/ingest/Shop/product/batch",
             b'{"records": []}',
@@ -68,6 +105,7 @@ def test_batch_is_published_with_contract_keys_and_headers(
             "path.type",
         ),
         (URL, orjson.dumps({"records": [{}] * 6}), 413, "too_many_records", "body.records"),
+        (URL, orjson.dumps({"items": [{}] * 6}), 413, "too_many_records", "body.items"),
         (URL, orjson.dumps({"records": [{"x": "y" * 30_000}]}), 413, "body_too_large", "body"),
     ],
 )
