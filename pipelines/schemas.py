@@ -2,7 +2,8 @@
 
 A schema describes the object a client sends (before normalization), so each error's
 path points into the client's own payload. Schemas are JSON Schema draft 2020-12.
-For now they are read from a directory laid out as ``{vertical}/{type}.json``.
+They are versioned in the registry (pipelines/registry.py, the compacted schemas topic),
+which a :class:`SchemaStore` follows live; a directory ``{vertical}/{type}.json`` seeds it.
 
 Two validators per schema: a compiled one (jsonschema-rs) answers "valid?" on the hot
 path, and jsonschema, the reference, explains every error of an invalid record. A record
@@ -27,7 +28,7 @@ from typing import Any
 import jsonschema_rs
 import orjson
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError
+from jsonschema.exceptions import ValidationError
 
 from pipelines.errors import ConfigError
 from pipelines.records import IDENTIFIER
@@ -100,6 +101,27 @@ def compiled_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
     return validator.is_valid
 
 
+_META_VALIDATOR = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+
+
+def schema_errors(schema: Any) -> list[dict[str, str]]:
+    """Every reason ``schema`` is not a draft 2020-12 JSON Schema object, sorted by path.
+
+    Each error's ``path`` points into the schema document itself.
+
+    >>> schema_errors({"type": "object"})
+    []
+    >>> [e["path"] for e in schema_errors({"type": "no-such", "required": "name"})]
+    ['$.required', '$.type']
+    """
+    if not isinstance(schema, dict):
+        return [{"path": "$", "message": "a schema must be a JSON object"}]
+    errors = sorted(
+        _META_VALIDATOR.iter_errors(schema), key=lambda e: list(map(str, e.absolute_path))
+    )
+    return [{"path": json_path(error.absolute_path), "message": error.message} for error in errors]
+
+
 @dataclass
 class _Entry:
     version: int
@@ -122,6 +144,11 @@ class SchemaStore:
             version, Draft202012Validator(schema), compiled_check(schema)
         )
 
+    def version(self, vertical: str, type_: str) -> int | None:
+        """The version in use for ``vertical``/``type_``, or None when schemaless."""
+        entry = self._entries.get((vertical, type_))
+        return None if entry is None else entry.version
+
     def __contains__(self, key: SchemaKey) -> bool:
         return key in self._entries
 
@@ -143,21 +170,32 @@ class SchemaStore:
     @classmethod
     def from_directory(cls, root: Path) -> SchemaStore:
         """Load ``root/{vertical}/{type}.json``; every bad file is reported at once."""
-        store = cls()
-        if not root.exists():
-            return store
-        problems: list[str] = []
-        for path in sorted(root.glob("*/*.json")):
-            vertical, type_ = path.parent.name, path.stem
-            if not (IDENTIFIER.match(vertical) and IDENTIFIER.match(type_)):
-                problems.append(f"{path}: vertical/type must match {IDENTIFIER.pattern}")
-                continue
-            try:
-                store.put(vertical, type_, orjson.loads(path.read_bytes()))
-            except (OSError, orjson.JSONDecodeError) as exc:
-                problems.append(f"{path}: {exc}")
-            except SchemaError as exc:
-                problems.append(f"{path}: not a valid JSON Schema: {exc.message}")
-        if problems:
-            raise ConfigError("bad schema files: " + "; ".join(problems))
-        return store
+        return cls(read_schema_files(root))
+
+
+def read_schema_files(root: Path) -> dict[SchemaKey, dict[str, Any]]:
+    """Every ``root/{vertical}/{type}.json``, checked against the meta-schema.
+
+    Raises one ConfigError naming every bad file and why; a missing ``root`` holds none.
+    """
+    found: dict[SchemaKey, dict[str, Any]] = {}
+    problems: list[str] = []
+    for path in sorted(root.glob("*/*.json")) if root.exists() else []:
+        vertical, type_ = path.parent.name, path.stem
+        if not (IDENTIFIER.match(vertical) and IDENTIFIER.match(type_)):
+            problems.append(f"{path}: vertical/type must match {IDENTIFIER.pattern}")
+            continue
+        try:
+            schema = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        errors = schema_errors(schema)
+        if errors:
+            reasons = ", ".join(f"{e['path']}: {e['message']}" for e in errors)
+            problems.append(f"{path}: not a valid JSON Schema: {reasons}")
+            continue
+        found[(vertical, type_)] = schema
+    if problems:
+        raise ConfigError("bad schema files: " + "; ".join(problems))
+    return found

@@ -32,10 +32,12 @@ from pipelines.dlq import dead_letter_headers
 from pipelines.errors import InvalidRecordError
 from pipelines.quixapp import quix_application
 from pipelines.records import IDENTIFIER, RawMeta, normalize
+from pipelines.registry import follow_schemas
 from pipelines.schemas import SchemaStore
 from pipelines.topics import Headers, decode_headers, record_key
 
 logger = logging.getLogger(__name__)
+NO_SCHEMA = "no schema registered"
 
 
 class TransformSettings(QanatSettings):
@@ -45,7 +47,15 @@ class TransformSettings(QanatSettings):
     model_config = SettingsConfigDict(env_prefix="QANAT_TRANSFORM_", extra="forbid")
 
     schema_dir: Path = Field(
-        Path("schemas"), description="Directory of JSON Schemas: {vertical}/{type}.json."
+        Path("schemas"),
+        description="Directory of JSON Schemas, {vertical}/{type}.json, registered at start "
+        "(an unchanged file is a no-op); the schemas topic is then followed live.",
+    )
+    schemaless: Literal["accept", "reject"] = Field(
+        "accept",
+        description="Events of a vertical/type with no registered schema: 'accept' them "
+        "unvalidated (schema_version null), or 'reject' them to the DLQ at stage validate "
+        "with reason 'no schema registered'.",
     )
     max_message_bytes: int = Field(
         1_048_576, ge=1, description="Raw events larger than this go to the DLQ."
@@ -79,11 +89,16 @@ class Transformer:
     """Validates and normalizes one raw event at a time (pure: no I/O)."""
 
     def __init__(
-        self, schemas: SchemaStore, max_message_bytes: int = 1_048_576, max_name_length: int = 1024
+        self,
+        schemas: SchemaStore,
+        max_message_bytes: int = 1_048_576,
+        max_name_length: int = 1024,
+        schemaless: Literal["accept", "reject"] = "accept",
     ) -> None:
         self.schemas = schemas
         self.max_message_bytes = max_message_bytes
         self.max_name_length = max_name_length
+        self.reject_schemaless = schemaless == "reject"
 
     def process(
         self,
@@ -138,6 +153,12 @@ class Transformer:
                 "parse", "not valid JSON", [{"path": "$", "message": str(exc)}]
             ) from None
         version, errors = self.schemas.validate(meta.vertical, meta.type, obj)
+        if version is None and self.reject_schemaless:
+            raise InvalidRecordError(
+                "validate",
+                NO_SCHEMA,
+                [{"path": "$", "message": f"no schema for {meta.vertical}/{meta.type}"}],
+            )
         if errors:
             reason = (
                 f"schema validation failed: {len(errors)} error(s), first at {errors[0]['path']}"
@@ -172,13 +193,19 @@ def build_transform_app(
     core: CoreSettings,
     settings: TransformSettings,
     transformer: Transformer | None = None,
+    schemas: SchemaStore | None = None,
 ) -> Application:
-    """The Quix Streams application of ``qanat transform``."""
-    transformer = transformer or Transformer(
-        SchemaStore.from_directory(settings.schema_dir),
-        settings.max_message_bytes,
-        settings.max_name_length,
-    )
+    """The Quix Streams application of ``qanat transform``.
+
+    Without ``transformer`` or ``schemas``, the schema directory seeds the registry and a
+    :class:`~pipelines.registry.SchemaFollower` daemon thread keeps the schemas current.
+    """
+    if transformer is None:
+        if schemas is None:
+            schemas, _follower = follow_schemas(kafka, settings.schema_dir)
+        transformer = Transformer(
+            schemas, settings.max_message_bytes, settings.max_name_length, settings.schemaless
+        )
     app = quix_application(
         kafka,
         core,

@@ -19,6 +19,7 @@ import pytest
 from pipelines.config import KafkaSettings
 from pipelines.devbroker import LocalBroker, free_port
 from pipelines.topics import ensure_topics
+from tests.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +84,15 @@ def postgres_dsn() -> Iterator[str]:
             f"{result.stderr.strip()[-500:]}"
         )
     yield result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QANAT_")}
+    env["QANAT_DATA_DIR"] = str(tmp_path / "data")
+    env["PYTHONUNBUFFERED"] = "1"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    running = Services(env, logs)
+    yield running
+    running.stop()

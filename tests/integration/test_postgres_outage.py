@@ -32,8 +32,8 @@ from psycopg.conninfo import conninfo_to_dict
 from pipelines.config import KafkaSettings
 from pipelines.records import RawMeta, format_time, new_id, normalize, now
 from pipelines.topics import record_key
-from tests.integration.conftest import Services
 from tests.kafka_helpers import consume
+from tests.services import Services
 
 pytestmark = pytest.mark.integration
 

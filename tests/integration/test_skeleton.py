@@ -21,8 +21,8 @@ from psycopg import sql
 
 from pipelines.config import KafkaSettings
 from pipelines.devbroker import free_port
-from tests.integration.conftest import Services
 from tests.kafka_helpers import consume
+from tests.services import Services
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +107,7 @@ def test_http_to_sqlite_and_postgres_with_dead_letters(
             "QANAT_KAFKA_TOPIC_PREFIX": prefix,
             "QANAT_KAFKA_PARTITIONS": "2",
             "QANAT_HTTP_PORT": str(port),
+            "QANAT_HTTP_AUTH": "none",
             "QANAT_TRANSFORM_SCHEMA_DIR": str(tmp_path / "schemas"),
             "QANAT_SQLITE_PATH": str(sqlite_path),
             "QANAT_POSTGRES_DSN": postgres_dsn,

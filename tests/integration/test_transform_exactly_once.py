@@ -13,8 +13,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from pipelines.config import KafkaSettings
 from pipelines.records import RawMeta, new_id, now, raw_event
-from tests.integration.conftest import Services
 from tests.kafka_helpers import consume
+from tests.services import Services
 
 pytestmark = pytest.mark.integration
 EVENTS = 20_000

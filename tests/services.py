@@ -1,18 +1,16 @@
-"""Runs qanat services as real child processes (``python -m pipelines.cli ...``)."""
+"""Runs qanat services as real child processes (``python -m pipelines.cli ...``); the
+``services`` fixture in tests/conftest.py gives each test one."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 
 
 @dataclass
@@ -68,15 +66,3 @@ class Services:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QANAT_")}
-    env["QANAT_DATA_DIR"] = str(tmp_path / "data")
-    env["PYTHONUNBUFFERED"] = "1"
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    running = Services(env, logs)
-    yield running
-    running.stop()
