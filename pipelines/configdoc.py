@@ -69,7 +69,9 @@ def _type(info: FieldInfo) -> str:
     annotation = info.annotation
     generic = getattr(annotation, "__args__", None) is not None
     name = str(annotation) if generic else getattr(annotation, "__name__", str(annotation))
-    return name.replace("typing.", "").replace("pathlib.", "").replace("|", "\\|")
+    for module in ("typing.", "pathlib.", "pydantic.types."):
+        name = name.replace(module, "")
+    return name.replace("|", "\\|")
 
 
 def _cell(text: str) -> str:

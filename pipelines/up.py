@@ -138,6 +138,7 @@ def run_local_pipeline(
             "QANAT_DATA_DIR": str(data_dir),
             "QANAT_HTTP_HOST": http_host,
             "QANAT_HTTP_PORT": str(http_port),
+            "QANAT_HTTP_AUTH": env.get("QANAT_HTTP_AUTH", "none"),  # development: no API keys
             "QANAT_SQLITE_PATH": str(sqlite_path),
             "QANAT_TRANSFORM_SCHEMA_DIR": str(schema_dir),
         }

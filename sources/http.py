@@ -4,7 +4,12 @@ Routes (all under ``/api/v1``): ``POST /ingest/{vertical}/{type}/batch`` with
 ``{"records": [...]}`` (entity shape) or ``{"items": [...]}`` (item shape);
 ``POST /ingest/{vertical}/{type}`` with one record; ``POST /ingest`` with one item whose
 ``entity`` and ``type`` name the vertical and type; ``POST /ingest/{vertical}/{type}/stream``
-with NDJSON, read and produced line by line (:mod:`sources.http_stream`).
+with NDJSON, read and produced line by line (:mod:`sources.http_stream`);
+``POST /webhooks/ingest/{vertical}/{type}`` with one record or an array, signed with an
+HMAC instead of an API key (:mod:`sources.http_webhooks`).
+
+Every ingest route but the webhook needs ``Authorization: Bearer <API key>`` with the
+``write`` scope on the vertical (:mod:`sources.auth`), unless ``auth`` is ``none``.
 
 Every error a client can cause is a 4xx with a JSON body saying what is wrong and where
 (:mod:`sources.http_errors`). Records that are JSON objects but invalid are accepted: the
@@ -22,26 +27,43 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import orjson
-from fastapi import FastAPI, Request
-from pydantic import Field
+from fastapi import Depends, FastAPI, Request
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from pipelines.config import KafkaSettings, QanatSettings
-from pipelines.records import RawEvent, check_identifier
+from pipelines.errors import ConfigError
+from pipelines.records import RawEvent
 from pipelines.topics import H_EVENT_ID, ensure_topics
+from sources.auth import ApiKey, Authenticator, KeyStore
 from sources.base import KafkaPublisher, build_raw_events
+from sources.http_body import (
+    JSON_TYPES,
+    body_identifier,
+    check_content_type,
+    check_stream_content_type,
+    identifier,
+    parse_batch,
+    parse_object,
+    read_body,
+)
 from sources.http_errors import ApiError, install_error_handlers
-from sources.http_stream import NDJSON_TYPES, StreamTarget, ingest_ndjson
+from sources.http_stream import StreamTarget, ingest_ndjson
+from sources.http_webhooks import (
+    WebhookPolicy,
+    check_signature,
+    no_secret_error,
+    parse_webhook_body,
+)
 
 __all__ = ["ApiError", "HttpSourceSettings", "create_app"]
 
 logger = logging.getLogger(__name__)
 SOURCE_NAME = "http"
-JSON_TYPES = ("application/json", "text/json")
-BATCH_KEYS = ("records", "items")
 
 
 class HttpSourceSettings(QanatSettings):
@@ -86,6 +108,53 @@ class HttpSourceSettings(QanatSettings):
         description="Capacity, in KiB, of the Kafka producer's local queue "
         "(queue.buffering.max.kbytes): bounds the service's memory under a large stream.",
     )
+    auth: Literal["keys", "none"] = Field(
+        "keys",
+        description="keys: every ingest route needs an API key (qanat keys create); none: "
+        "no authentication, for development only (qanat up sets it).",
+    )
+    keys_path: Path | None = Field(
+        None, description="SQLite file of the API keys; default <QANAT_DATA_DIR>/keys.db."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC secret of webhooks of every vertical without its own secret."
+    )
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="HMAC secret of webhooks per vertical (JSON object in the environment).",
+        examples=[{"shop": "s3cret"}],
+    )
+    webhook_schemes: dict[str, Literal["sha256", "segment"]] = Field(
+        default_factory=dict,
+        description="Signature scheme per vertical, default sha256 (X-Webhook-Signature: "
+        "sha256=<hex HMAC-SHA256>); segment: X-Signature: <hex HMAC-SHA1>.",
+        examples=[{"analytics": "segment"}],
+    )
+    webhook_require_timestamp: bool = Field(
+        False,
+        description="Refuse webhooks without X-Webhook-Timestamp (signed with the body, "
+        "checked against webhook_tolerance_s: replay protection).",
+    )
+    webhook_tolerance_s: float = Field(
+        300.0, gt=0, description="Largest accepted age (or skew) of a webhook's timestamp."
+    )
+    webhook_allow_unsigned: bool = Field(
+        False,
+        description="Accept unsigned webhooks for verticals without a secret (development); "
+        "else they are refused with a 401.",
+    )
+
+    def webhook_policy(self, vertical: str) -> WebhookPolicy | None:
+        """How ``vertical``'s webhooks are verified; None: they are all refused."""
+        secret = self.webhook_secrets.get(vertical) or self.webhook_secret
+        if secret is None:
+            return WebhookPolicy(None, "sha256") if self.webhook_allow_unsigned else None
+        return WebhookPolicy(
+            secret.get_secret_value(),
+            self.webhook_schemes.get(vertical, "sha256"),
+            self.webhook_require_timestamp,
+            self.webhook_tolerance_s,
+        )
 
 
 def _body_doc(media_types: Sequence[str], schema: dict[str, Any]) -> dict[str, Any]:
@@ -115,108 +184,7 @@ ITEM_DOC = _body_doc(
     },
 )
 STREAM_DOC = _body_doc(("application/x-ndjson", "application/jsonl"), {"type": "string"})
-
-
-def _identifier(kind: str, value: str) -> str:
-    try:
-        return check_identifier(kind, value)
-    except ValueError as exc:
-        raise ApiError(400, f"invalid_{kind}", str(exc), f"path.{kind}") from None
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"the body is over {limit} bytes", "body")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"the body is over {limit} bytes", "body")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _media_type(request: Request, default: str) -> str:
-    return request.headers.get("content-type", default).split(";", 1)[0].strip().lower()
-
-
-def _check_content_type(request: Request) -> None:
-    media = _media_type(request, "application/json")
-    if media not in JSON_TYPES and not media.endswith("+json"):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"expected application/json, got {media!r}",
-            "header.content-type",
-        )
-
-
-def _check_stream_content_type(request: Request) -> None:
-    media = _media_type(request, "")
-    if media not in NDJSON_TYPES:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"expected {' or '.join(NDJSON_TYPES)}, got {media or 'no content type'!r}",
-            "header.content-type",
-        )
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body") from None
-
-
-def _parse_batch(body: bytes, max_records: int) -> list[Any]:
-    parsed = _parse_json(body)
-    expected = 'expected an object {"records": [...]} or {"items": [...]}'
-    if not isinstance(parsed, dict):
-        raise ApiError(422, "invalid_body", f"{expected}, got {type(parsed).__name__}", "body")
-    present = [key for key in BATCH_KEYS if key in parsed]
-    if not present:
-        raise ApiError(422, "invalid_body", f"{expected}: neither field is there", "body")
-    if len(present) > 1:
-        raise ApiError(422, "invalid_body", f"{expected}: not both", "body")
-    key = present[0]
-    records = parsed[key]
-    if not isinstance(records, list):
-        raise ApiError(
-            422,
-            f"invalid_{key}",
-            f"{key} must be a list, got {type(records).__name__}",
-            f"body.{key}",
-        )
-    if len(records) > max_records:
-        raise ApiError(
-            413,
-            "too_many_records",
-            f"{len(records)} records, at most {max_records} per request",
-            f"body.{key}",
-        )
-    return records
-
-
-def _parse_object(body: bytes) -> dict[str, Any]:
-    parsed = _parse_json(body)
-    if not isinstance(parsed, dict):
-        raise ApiError(
-            422, "invalid_body", f"expected an object, got {type(parsed).__name__}", "body"
-        )
-    return parsed
-
-
-def _body_identifier(item: dict[str, Any], field: str, kind: str) -> str:
-    value = item.get(field)
-    if not isinstance(value, str):
-        problem = "is missing" if value is None else f"must be a string, got {type(value).__name__}"
-        raise ApiError(422, f"invalid_{kind}", f"{field} {problem}", f"body.{field}")
-    try:
-        return check_identifier(kind, value)
-    except ValueError as exc:
-        raise ApiError(422, f"invalid_{kind}", str(exc), f"body.{field}") from None
+WEBHOOK_DOC = _body_doc(JSON_TYPES[:1], {"oneOf": [OBJECT, LIST_OF_OBJECTS]})
 
 
 def _event_id(event: RawEvent) -> str:
@@ -224,9 +192,17 @@ def _event_id(event: RawEvent) -> str:
 
 
 def create_app(
-    kafka: KafkaSettings, settings: HttpSourceSettings, publisher: KafkaPublisher | None = None
+    kafka: KafkaSettings,
+    settings: HttpSourceSettings,
+    publisher: KafkaPublisher | None = None,
+    keys: KeyStore | None = None,
 ) -> FastAPI:
-    """The ingest API; it creates the qanat topics and its Kafka producer on start-up."""
+    """The ingest API; it creates the qanat topics and its Kafka producer on start-up.
+    ``keys`` is required unless ``settings.auth`` is ``none``."""
+    if settings.auth == "keys" and keys is None:
+        raise ConfigError("QANAT_HTTP_AUTH=keys needs a key store (or set it to none)")
+    authenticator = Authenticator(keys if settings.auth == "keys" else None)
+    writer = Depends(authenticator.require("write"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -243,6 +219,7 @@ def create_app(
             app.state.publisher.close()
 
     app = FastAPI(title="qanat ingest API", version="0.1.0", lifespan=lifespan)
+    app.state.authenticator = authenticator  # for the read routes' require("read")
     install_error_handlers(app)
 
     async def publish(
@@ -263,23 +240,27 @@ def create_app(
         return {"status": "ok"}
 
     @app.post("/api/v1/ingest/{vertical}/{type}/batch", status_code=202, openapi_extra=BATCH_DOC)
-    async def ingest_batch(vertical: str, type: str, request: Request) -> dict[str, Any]:
+    async def ingest_batch(
+        vertical: str, type: str, request: Request, _key: ApiKey | None = writer
+    ) -> dict[str, Any]:
         """Accept ``{"records": [...]}`` or ``{"items": [...]}``; 202 once Kafka
         acknowledged every record."""
-        vertical, type_ = _identifier("vertical", vertical), _identifier("type", type)
-        _check_content_type(request)
-        records = _parse_batch(
-            await _read_body(request, settings.max_body_bytes), settings.max_records
+        vertical, type_ = identifier("vertical", vertical), identifier("type", type)
+        check_content_type(request)
+        records = parse_batch(
+            await read_body(request, settings.max_body_bytes), settings.max_records
         )
         ingestion_id, events = await publish(request, vertical, type_, records)
         return {"ingestion_id": ingestion_id, "record_count": len(events)}
 
     @app.post("/api/v1/ingest/{vertical}/{type}/stream", status_code=202, openapi_extra=STREAM_DOC)
-    async def ingest_stream(vertical: str, type: str, request: Request) -> dict[str, Any]:
+    async def ingest_stream(
+        vertical: str, type: str, request: Request, _key: ApiKey | None = writer
+    ) -> dict[str, Any]:
         """NDJSON, one object per line, read and produced as it arrives; 202 with the
         accepted and rejected line counts once Kafka acknowledged every accepted line."""
-        vertical, type_ = _identifier("vertical", vertical), _identifier("type", type)
-        _check_stream_content_type(request)
+        vertical, type_ = identifier("vertical", vertical), identifier("type", type)
+        check_stream_content_type(request)
         target = StreamTarget(
             request.app.state.publisher, kafka.topics.raw, vertical, type_, SOURCE_NAME
         )
@@ -288,24 +269,44 @@ def create_app(
         )
 
     @app.post("/api/v1/ingest/{vertical}/{type}", status_code=202, openapi_extra=ONE_DOC)
-    async def ingest_one(vertical: str, type: str, request: Request) -> dict[str, Any]:
+    async def ingest_one(
+        vertical: str, type: str, request: Request, _key: ApiKey | None = writer
+    ) -> dict[str, Any]:
         """One record (entity or item shape); 202 once Kafka acknowledged it."""
-        vertical, type_ = _identifier("vertical", vertical), _identifier("type", type)
-        _check_content_type(request)
-        body = await _read_body(request, settings.max_body_bytes)
-        record = _parse_object(body)
+        vertical, type_ = identifier("vertical", vertical), identifier("type", type)
+        check_content_type(request)
+        body = await read_body(request, settings.max_body_bytes)
+        record = parse_object(body)
         ingestion_id, events = await publish(request, vertical, type_, [record], [body])
         return {"ingestion_id": ingestion_id, "record_count": 1, "event_id": _event_id(events[0])}
 
     @app.post("/api/v1/ingest", status_code=202, openapi_extra=ITEM_DOC)
-    async def ingest_item(request: Request) -> dict[str, Any]:
+    async def ingest_item(request: Request, key: ApiKey | None = writer) -> dict[str, Any]:
         """One item whose ``entity`` names the vertical and ``type`` the type."""
-        _check_content_type(request)
-        body = await _read_body(request, settings.max_body_bytes)
-        item = _parse_object(body)
-        vertical = _body_identifier(item, "entity", "vertical")
-        type_ = _body_identifier(item, "type", "type")
+        check_content_type(request)
+        body = await read_body(request, settings.max_body_bytes)
+        item = parse_object(body)
+        vertical = body_identifier(item, "entity", "vertical")
+        type_ = body_identifier(item, "type", "type")
+        authenticator.authorize(key, "write", vertical)
         ingestion_id, events = await publish(request, vertical, type_, [item], [body])
         return {"ingestion_id": ingestion_id, "record_count": 1, "event_id": _event_id(events[0])}
+
+    @app.post(
+        "/api/v1/webhooks/ingest/{vertical}/{type}", status_code=202, openapi_extra=WEBHOOK_DOC
+    )
+    async def ingest_webhook(vertical: str, type: str, request: Request) -> dict[str, Any]:
+        """One record or an array of them, signed with the vertical's webhook secret (no
+        API key: the signature authenticates); 202 once Kafka acknowledged them all."""
+        vertical, type_ = identifier("vertical", vertical), identifier("type", type)
+        policy = settings.webhook_policy(vertical)
+        if policy is None:
+            raise no_secret_error()
+        check_content_type(request)
+        body = await read_body(request, settings.max_body_bytes)
+        check_signature(policy, request.headers, body)
+        records, values = parse_webhook_body(body, settings.max_records)
+        ingestion_id, events = await publish(request, vertical, type_, records, values)
+        return {"ingestion_id": ingestion_id, "record_count": len(events)}
 
     return app

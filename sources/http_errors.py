@@ -35,12 +35,14 @@ class ApiError(Exception):
         details: list[dict[str, Any]] | None = None,
         extra: dict[str, Any] | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.location, self.details = location, details or []
         self.extra = extra or {}
         self.retry_after = retry_after
+        self.headers = headers or {}
 
     def response(self) -> Response:
         body = {
@@ -53,6 +55,7 @@ class ApiError(Exception):
         response = Response(
             orjson.dumps({"error": body}), status_code=self.status, media_type="application/json"
         )
+        response.headers.update(self.headers)
         if self.retry_after is not None:
             response.headers["Retry-After"] = str(max(1, int(self.retry_after)))
         return response

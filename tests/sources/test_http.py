@@ -18,7 +18,7 @@ URL = "/api/v1/ingest/shop/product/batch"
 
 @pytest.fixture
 def client(kafka: KafkaSettings) -> Iterator[TestClient]:
-    settings = HttpSourceSettings(max_body_bytes=20_000, max_records=5)
+    settings = HttpSourceSettings(auth="none", max_body_bytes=20_000, max_records=5)
     with TestClient(create_app(kafka, settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -138,7 +138,7 @@ def test_unreachable_kafka_is_a_503_never_a_202(kafka: KafkaSettings) -> None:
 
     dead = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
     publisher = KafkaPublisher(dead, delivery_timeout_s=2.0)
-    app = create_app(kafka, HttpSourceSettings(), publisher=publisher)
+    app = create_app(kafka, HttpSourceSettings(auth="none"), publisher=publisher)
     with TestClient(app) as test_client:
         response = test_client.post(URL, json={"records": [{"name": "x"}]})
     assert response.status_code == 503

@@ -20,7 +20,7 @@ JSON = {"content-type": "application/json"}
 
 @pytest.fixture
 def client(kafka: KafkaSettings) -> Iterator[TestClient]:
-    settings = HttpSourceSettings(max_body_bytes=20_000)
+    settings = HttpSourceSettings(auth="none", max_body_bytes=20_000)
     with TestClient(create_app(kafka, settings), raise_server_exceptions=False) as test_client:
         yield test_client
 

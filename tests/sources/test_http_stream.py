@@ -27,7 +27,7 @@ NDJSON = {"content-type": "application/x-ndjson"}
 
 @pytest.fixture
 def base_url(kafka: KafkaSettings) -> Iterator[str]:
-    settings = HttpSourceSettings(max_line_bytes=200, stream_max_errors=3)
+    settings = HttpSourceSettings(auth="none", max_line_bytes=200, stream_max_errors=3)
     with serve(create_app(kafka, settings)) as url:
         yield url
 
@@ -117,7 +117,7 @@ def test_fifty_thousand_lines_all_land(base_url: str, kafka: KafkaSettings) -> N
 
 def test_a_full_producer_queue_slows_the_stream_but_loses_nothing(kafka: KafkaSettings) -> None:
     publisher = KafkaPublisher(kafka, delivery_timeout_s=30.0, queue_max_messages=5)
-    app = create_app(kafka, HttpSourceSettings(), publisher=publisher)
+    app = create_app(kafka, HttpSourceSettings(auth="none"), publisher=publisher)
     total = 3000
     data = b"".join(b'{"name": "n%d", "source_id": "%d"}\n' % (i, i) for i in range(total))
     chunks = [data[i : i + 4096] for i in range(0, len(data), 4096)]
@@ -135,7 +135,7 @@ def test_a_full_producer_queue_slows_the_stream_but_loses_nothing(kafka: KafkaSe
     [{"content-type": "application/json"}, {"content-type": "text/plain"}, {}],
 )
 def test_stream_needs_ndjson(kafka: KafkaSettings, headers: dict[str, str]) -> None:
-    with TestClient(create_app(kafka, HttpSourceSettings())) as client:
+    with TestClient(create_app(kafka, HttpSourceSettings(auth="none"))) as client:
         response = client.post(PATH, content=b'{"name": "a"}\n', headers=headers)
     assert response.status_code == 415
     error = response.json()["error"]
@@ -144,7 +144,7 @@ def test_stream_needs_ndjson(kafka: KafkaSettings, headers: dict[str, str]) -> N
 
 
 def test_batch_does_not_take_ndjson(kafka: KafkaSettings) -> None:
-    with TestClient(create_app(kafka, HttpSourceSettings())) as client:
+    with TestClient(create_app(kafka, HttpSourceSettings(auth="none"))) as client:
         response = client.post(
             "/api/v1/ingest/shop/product/batch", content=b'{"name": "a"}\n', headers=NDJSON
         )
@@ -152,7 +152,7 @@ def test_batch_does_not_take_ndjson(kafka: KafkaSettings) -> None:
 
 
 def test_stream_with_a_bad_path_is_400(kafka: KafkaSettings) -> None:
-    with TestClient(create_app(kafka, HttpSourceSettings())) as client:
+    with TestClient(create_app(kafka, HttpSourceSettings(auth="none"))) as client:
         response = client.post("/api/v1/ingest/shop/Bad!/stream", content=b"{}\n", headers=NDJSON)
     assert response.status_code == 400
     assert response.json()["error"]["location"] == "path.type"
@@ -161,7 +161,7 @@ def test_stream_with_a_bad_path_is_400(kafka: KafkaSettings) -> None:
 def test_kafka_down_mid_stream_is_a_503_with_counts(kafka: KafkaSettings) -> None:
     dead = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
     publisher = KafkaPublisher(dead, delivery_timeout_s=2.0)
-    app = create_app(kafka, HttpSourceSettings(), publisher=publisher)
+    app = create_app(kafka, HttpSourceSettings(auth="none"), publisher=publisher)
     body = b'{"name": "a"}\nnope\n{"name": "b"}\n'
     with TestClient(app) as client:
         response = client.post(PATH, content=body, headers=NDJSON)
@@ -201,7 +201,7 @@ def test_a_waiting_producer_stops_the_client_through_tcp(kafka: KafkaSettings) -
 
     publisher = GatedPublisher(kafka)
     result: list[httpx.Response] = []
-    with serve(create_app(kafka, HttpSourceSettings(), publisher=publisher)) as url:
+    with serve(create_app(kafka, HttpSourceSettings(auth="none"), publisher=publisher)) as url:
         client = threading.Thread(target=lambda: result.append(post_stream(url, body())))
         client.start()
         time.sleep(3)

@@ -1,0 +1,195 @@
+"""Signed webhooks: ``POST /api/v1/webhooks/ingest/{vertical}/{type}``.
+
+The body is one record object or a JSON array of them (many events, one ingestion id).
+The sender proves it knows the vertical's secret (``webhook_secrets[vertical]``, else the
+global ``webhook_secret``) with an HMAC of the raw body, in one of two schemes, chosen per
+vertical (``webhook_schemes``):
+
+- ``sha256`` (default): ``X-Webhook-Signature: sha256=<hex HMAC-SHA256>``;
+- ``segment``: Segment-style ``X-Signature: <hex HMAC-SHA1>``.
+
+With an ``X-Webhook-Timestamp`` header (unix seconds; required when
+``webhook_require_timestamp``), the signed bytes are ``b"<timestamp>." + body`` and the
+timestamp must be within ``webhook_tolerance_s`` of now, so a captured request cannot be
+replayed later. Signatures are compared in constant time. Every refusal is a 401 saying why.
+
+Webhook routes do not take API keys: the signature is their authentication (a webhook
+sender such as Segment or GitHub can sign but cannot send a bearer token). Unsigned
+webhooks are accepted only for a vertical without a secret, and only when
+``webhook_allow_unsigned`` says so (development).
+
+>>> body, secret = b'{"name": "a"}', "s3cret"
+>>> header = "sha256=" + hmac.new(secret.encode(), body, "sha256").hexdigest()
+>>> check_signature(WebhookPolicy(secret, "sha256"), {"x-webhook-signature": header}, body, 0)
+>>> split_array(b'[{"a": "],["}, {"b": [1, 2]} ]')
+[b'{"a": "],["}', b'{"b": [1, 2]}']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from sources.http_body import parse_json
+from sources.http_errors import ApiError
+
+SCHEMES = ("sha256", "segment")
+SIGNATURE_HEADERS = {"sha256": "x-webhook-signature", "segment": "x-signature"}
+TIMESTAMP_HEADER = "x-webhook-timestamp"
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """How one vertical's webhooks are verified. ``secret`` None: unsigned are allowed."""
+
+    secret: str | None
+    scheme: str
+    require_timestamp: bool = False
+    tolerance_s: float = 300.0
+
+
+def _refuse(code: str, message: str, location: str | None) -> ApiError:
+    return ApiError(401, code, message, location)
+
+
+def _timestamp(headers: Mapping[str, str], policy: WebhookPolicy, now: float) -> str | None:
+    """The signed timestamp, checked against the tolerance window, or None."""
+    location = f"header.{TIMESTAMP_HEADER}"
+    value = headers.get(TIMESTAMP_HEADER)
+    if value is None:
+        if policy.require_timestamp:
+            raise _refuse("missing_timestamp", f"missing {TIMESTAMP_HEADER} header", location)
+        return None
+    value = value.strip()
+    try:
+        stamp = int(value)
+    except ValueError:
+        raise _refuse(
+            "invalid_timestamp", "the timestamp must be unix seconds (an integer)", location
+        ) from None
+    if abs(now - stamp) > policy.tolerance_s:
+        raise _refuse(
+            "timestamp_outside_tolerance",
+            f"timestamp outside tolerance ({policy.tolerance_s:g} s of the server's clock)",
+            location,
+        )
+    return value
+
+
+def check_signature(
+    policy: WebhookPolicy, headers: Mapping[str, str], body: bytes, now: float | None = None
+) -> None:
+    """Return if ``body`` is signed as ``policy`` demands; raise a 401 :class:`ApiError`
+    saying why not. ``headers`` are looked up by lower-case name."""
+    if policy.secret is None:
+        return
+    if policy.scheme not in SCHEMES:
+        raise _refuse(
+            "unknown_signature_scheme",
+            f"unknown signature scheme {policy.scheme!r} configured for this webhook",
+            None,
+        )
+    header = SIGNATURE_HEADERS[policy.scheme]
+    location = f"header.{header}"
+    given = headers.get(header)
+    if not given:
+        raise _refuse("missing_signature", f"missing signature: no {header} header", location)
+    stamp = _timestamp(headers, policy, time.time() if now is None else now)
+    signed = body if stamp is None else f"{stamp}.".encode() + body
+    if policy.scheme == "sha256":
+        scheme, _, hexdigest = given.strip().partition("=")
+        if scheme.lower() != "sha256" or not hexdigest:
+            raise _refuse(
+                "unknown_signature_scheme",
+                f"unknown signature scheme {scheme!r}: expected sha256=<hex>",
+                location,
+            )
+        digest = hashlib.sha256
+    else:
+        hexdigest, digest = given.strip(), hashlib.sha1
+    expected = hmac.new(policy.secret.encode(), signed, digest).hexdigest()
+    if not hmac.compare_digest(expected.encode(), hexdigest.lower().encode()):
+        raise _refuse("bad_signature", "bad signature: it does not match the body", location)
+
+
+def no_secret_error() -> ApiError:
+    return _refuse(
+        "no_webhook_secret",
+        "no webhook secret configured for this vertical, and unsigned webhooks are not allowed",
+        None,
+    )
+
+
+def split_array(body: bytes) -> list[bytes]:
+    """The exact bytes of each element of a JSON array (``body`` must be valid JSON, e.g.
+    already parsed): a scan for the commas at depth 1, outside strings."""
+    elements: list[bytes] = []
+    depth, in_string, escaped, start = 0, False, False, -1
+    for index, byte in enumerate(body):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            if depth == 1:
+                start = index + 1
+        elif byte in b"]}":
+            if depth == 1:
+                _append(elements, body[start:index])
+            depth -= 1
+        elif byte == 0x2C and depth == 1:  # comma
+            _append(elements, body[start:index])
+            start = index + 1
+    return elements
+
+
+def _append(elements: list[bytes], element: bytes) -> None:
+    element = element.strip()
+    if element:
+        elements.append(element)
+
+
+def parse_webhook_body(body: bytes, max_records: int) -> tuple[list[Any], list[bytes]]:
+    """The records of a webhook body (an object, or an array of objects) and the exact
+    bytes of each; 400/413/422 :class:`ApiError` otherwise."""
+    parsed = parse_json(body)
+    if isinstance(parsed, dict):
+        return [parsed], [body.strip()]
+    if not isinstance(parsed, list):
+        raise ApiError(
+            422,
+            "invalid_body",
+            f"expected an object or an array of objects, got {type(parsed).__name__}",
+            "body",
+        )
+    if len(parsed) > max_records:
+        raise ApiError(
+            413,
+            "too_many_records",
+            f"{len(parsed)} records, at most {max_records} per request",
+            "body",
+        )
+    for index, record in enumerate(parsed):
+        if not isinstance(record, dict):
+            raise ApiError(
+                422,
+                "invalid_record",
+                f"expected an object, got {type(record).__name__}",
+                f"body.{index}",
+            )
+    values = split_array(body)
+    if len(values) != len(parsed):  # cannot happen for valid JSON; never publish wrong bytes
+        values = [orjson.dumps(record) for record in parsed]
+    return parsed, values
