@@ -8,6 +8,7 @@ server that ``scripts/postgres-local.sh`` starts (the test script runs it).
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import uuid
@@ -51,6 +52,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield broker.start()
     finally:
+        # Clients the tests dropped are destroyed now, while the broker still answers, so
+        # none keeps reconnecting to a stopped broker (and logging it) at interpreter exit.
+        gc.collect()
         broker.stop()
 
 
