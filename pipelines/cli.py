@@ -160,7 +160,18 @@ def source_http() -> None:
     settings = load(HttpSourceSettings)
     keys = _key_store(settings.keys_path) if settings.auth == "keys" else None
     http = create_app(kafka, settings, keys=keys)
-    http.include_router(control_router(kafka))
+    records, errors, ledger = _read_stores(settings.read_store)
+    authenticator = http.state.authenticator
+    http.include_router(
+        control_router(
+            kafka,
+            records=records,
+            errors=errors,
+            ledger=ledger,
+            read_auth=authenticator.require("read"),
+            authorize=authenticator.authorize if settings.auth == "keys" else None,
+        )
+    )
     uvicorn.run(
         http,
         host=settings.host,
@@ -168,6 +179,38 @@ def source_http() -> None:
         log_level=core.log_level.lower(),
         timeout_graceful_shutdown=10,
     )
+
+
+def _read_stores(store: str) -> tuple[Any, Any, Any]:
+    """The records, errors and ingestions readers of the HTTP service's read routes."""
+    from sinks.errors import ErrorsSinkSettings
+
+    errors = load(ErrorsSinkSettings)
+    if store == "sqlite":
+        from sinks.errors_sqlite import SQLiteErrorStore
+        from sinks.ingestions import SQLiteIngestionLedger
+        from sinks.read_sqlite import SQLiteRecordReader
+        from sinks.sqlite import SQLiteSinkSettings
+
+        sqlite = load(SQLiteSinkSettings)
+        return (
+            SQLiteRecordReader(sqlite),
+            SQLiteErrorStore(sqlite, errors),
+            SQLiteIngestionLedger(sqlite, errors),
+        )
+    if store == "postgres":
+        from sinks.errors_postgres import PostgresErrorStore
+        from sinks.ingestions_postgres import PostgresIngestionLedger
+        from sinks.postgres import PostgresSinkSettings
+        from sinks.read_postgres import PostgresRecordReader
+
+        pg = load(PostgresSinkSettings)
+        return (
+            PostgresRecordReader(pg),
+            PostgresErrorStore(pg, errors),
+            PostgresIngestionLedger(pg, errors),
+        )
+    return None, None, None
 
 
 @app.command("transform")
@@ -189,7 +232,13 @@ def transform() -> None:
 
 
 def _run_sink(
-    sink: Any, group: str, core: CoreSettings, kafka: KafkaSettings, *, dlq: bool = False
+    sink: Any,
+    group: str,
+    core: CoreSettings,
+    kafka: KafkaSettings,
+    *,
+    dlq: bool = False,
+    ingestions: Any = None,
 ) -> None:
     from pipelines.quixapp import quix_application
     from pipelines.topics import ensure_topics
@@ -201,6 +250,11 @@ def _run_sink(
     else:
         topic = quix.topic(kafka.topics.records, value_deserializer="json", key_deserializer="str")
     quix.dataframe(topic).sink(sink)
+    if ingestions is not None:  # the ingestion summaries, in the same consumer group
+        summaries = quix.topic(
+            kafka.topics.ingestions, value_deserializer="json", key_deserializer="str"
+        )
+        quix.dataframe(summaries).sink(ingestions)
     quix.run()
 
 
@@ -233,25 +287,34 @@ def sink_postgres() -> None:
 def sink_errors(
     store: Annotated[str, typer.Argument(help="sqlite or postgres")] = "sqlite",
 ) -> None:
-    """Store dead letters from the DLQ topic in the errors table (record_errors)."""
+    """Store dead letters from the DLQ topic in the errors table (record_errors), and
+    ingestion summaries from the ingestions topic in the ingestions table."""
     from sinks.errors import ErrorsSink, ErrorsSinkSettings
+    from sinks.ingestions import IngestionsSink
 
     core, kafka = _settings()
     errors = load(ErrorsSinkSettings)
     sink: ErrorsSink
+    ingestions: IngestionsSink
     if store == "sqlite":
         from sinks.errors_sqlite import SQLiteErrorsSink
+        from sinks.ingestions import SQLiteIngestionsSink
         from sinks.sqlite import SQLiteSinkSettings
 
-        sink = SQLiteErrorsSink(load(SQLiteSinkSettings), errors)
+        sqlite = load(SQLiteSinkSettings)
+        sink = SQLiteErrorsSink(sqlite, errors)
+        ingestions = SQLiteIngestionsSink(sqlite, errors)
     elif store == "postgres":
         from sinks.errors_postgres import PostgresErrorsSink
+        from sinks.ingestions_postgres import PostgresIngestionsSink
         from sinks.postgres import PostgresSinkSettings
 
-        sink = PostgresErrorsSink(load(PostgresSinkSettings), errors)
+        pg = load(PostgresSinkSettings)
+        sink = PostgresErrorsSink(pg, errors)
+        ingestions = PostgresIngestionsSink(pg, errors)
     else:
         raise FatalError(f"unknown store {store!r}: choose sqlite or postgres")
-    _run_sink(sink, "sink-errors", core, kafka, dlq=True)
+    _run_sink(sink, "sink-errors", core, kafka, dlq=True, ingestions=ingestions)
 
 
 @db_app.command("init")

@@ -53,8 +53,14 @@ class TopicNames:
     def schemas(self) -> str:
         return f"{self.prefix}.schemas"
 
+    @property
+    def ingestions(self) -> str:
+        """Compacted: one summary per ingestion (key: its id), written by the sources once
+        Kafka acknowledged its events, read by the errors sink (``GET /ingestions/{id}``)."""
+        return f"{self.prefix}.ingestions"
+
     def all(self) -> tuple[str, ...]:
-        return (self.raw, self.records, self.dlq, self.schemas)
+        return (self.raw, self.records, self.dlq, self.schemas, self.ingestions)
 
 
 def record_key(vertical: str, type_: str, source_id: str) -> str:
@@ -100,7 +106,8 @@ def ensure_topics(
     for name in topics.all():
         if name in existing:
             continue
-        config = {"cleanup.policy": "compact"} if name == topics.schemas else {}
+        compacted = name in (topics.schemas, topics.ingestions)
+        config = {"cleanup.policy": "compact"} if compacted else {}
         wanted.append(
             NewTopic(
                 name,

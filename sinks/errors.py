@@ -74,6 +74,12 @@ class ErrorsSinkSettings(QanatSettings):
         pattern=SQL_IDENTIFIER,
         description="Table of dead letters, one row per DLQ message, indexed by ingestion id.",
     )
+    ingestions_table: str = Field(
+        "ingestions",
+        pattern=SQL_IDENTIFIER,
+        description="Table of ingestion summaries (how many events each ingestion put in "
+        "Kafka), one row per ingestion id, from the <prefix>.ingestions topic.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

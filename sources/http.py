@@ -40,7 +40,7 @@ from pipelines.errors import ConfigError
 from pipelines.records import RawEvent
 from pipelines.topics import H_EVENT_ID, ensure_topics
 from sources.auth import ApiKey, Authenticator, KeyStore
-from sources.base import KafkaPublisher, build_raw_events
+from sources.base import KafkaPublisher, build_raw_events, ingestion_summary
 from sources.http_body import (
     JSON_TYPES,
     body_identifier,
@@ -115,6 +115,12 @@ class HttpSourceSettings(QanatSettings):
     )
     keys_path: Path | None = Field(
         None, description="SQLite file of the API keys; default <QANAT_DATA_DIR>/keys.db."
+    )
+    read_store: Literal["sqlite", "postgres", "none"] = Field(
+        "sqlite",
+        description="Where the reader routes (/api/v1/records/...) and the ingestion routes "
+        "(/api/v1/ingestions/...) read: the store of qanat sink sqlite (QANAT_SQLITE_*) or "
+        "qanat sink postgres (QANAT_POSTGRES_*), with its errors table; none: no such routes.",
     )
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC secret of webhooks of every vertical without its own secret."
@@ -232,7 +238,15 @@ def create_app(
         if values is None:
             values = [orjson.dumps(record) for record in records]
         ingestion_id, events = build_raw_events(values, vertical, type_, SOURCE_NAME, records)
-        await request.app.state.publisher.publish(kafka.topics.raw, events)
+        publisher = request.app.state.publisher
+        summary = ingestion_summary(ingestion_id, vertical, type_, SOURCE_NAME, len(events))
+        acks = publisher.acks()  # one wait for the events and the summary after them
+        try:
+            for event in events:
+                await publisher.produce(kafka.topics.raw, event, acks)
+            await publisher.produce(kafka.topics.ingestions, summary, acks)
+        finally:
+            await publisher.wait(acks)
         return ingestion_id, events
 
     @app.get("/healthz")
@@ -262,7 +276,12 @@ def create_app(
         vertical, type_ = identifier("vertical", vertical), identifier("type", type)
         check_stream_content_type(request)
         target = StreamTarget(
-            request.app.state.publisher, kafka.topics.raw, vertical, type_, SOURCE_NAME
+            request.app.state.publisher,
+            kafka.topics.raw,
+            vertical,
+            type_,
+            SOURCE_NAME,
+            kafka.topics.ingestions,
         )
         return await ingest_ndjson(
             request.stream(), target, settings.max_line_bytes, settings.stream_max_errors

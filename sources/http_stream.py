@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 
 from pipelines.errors import RetriableError
 from pipelines.records import RawMeta, new_id, now, raw_event
-from sources.base import Acks, KafkaPublisher
+from sources.base import Acks, KafkaPublisher, ingestion_summary
 from sources.http_errors import ApiError, kafka_unavailable
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ class StreamTarget:
     vertical: str
     type: str
     source: str
+    summary_topic: str | None = None
+    """Where the ingestion's summary goes once every line is produced (None: nowhere)."""
 
 
 async def ingest_ndjson(
@@ -141,6 +143,11 @@ async def ingest_ndjson(
                 raise RetriableError(f"Kafka did not acknowledge an event: {acks.error.str()}")
         for number, line in splitter.end():
             await _line(number, line, now(), target, acks, report, max_line_bytes)
+        if target.summary_topic is not None:
+            summary = ingestion_summary(
+                report.ingestion_id, target.vertical, target.type, target.source, report.accepted
+            )
+            await target.publisher.produce(target.summary_topic, summary, acks)
         await target.publisher.wait(acks)
     except RetriableError as exc:
         logger.warning("stream %s failed: %s", report.ingestion_id, exc)

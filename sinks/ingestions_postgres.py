@@ -1,0 +1,119 @@
+"""The ingestions table in PostgreSQL (``[postgres]`` extra); see :mod:`sinks.ingestions`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from sinks.errors import ErrorsSinkSettings
+from sinks.ingestions import FIELDS, IngestionsSink
+from sinks.postgres import (
+    Pool,
+    PostgresSinkSettings,
+    PostgresStore,
+    classify,
+    create_in_schema,
+    open_pool,
+)
+
+
+def _table(settings: PostgresSinkSettings, errors: ErrorsSinkSettings) -> sql.Identifier:
+    return sql.Identifier(settings.schema_name, errors.ingestions_table)
+
+
+def _pool(settings: PostgresSinkSettings, min_size: int, max_size: int, name: str) -> Pool:
+    return open_pool(
+        settings,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        wait=False,
+        check=ConnectionPool.check_connection,
+        autocommit=True,
+    )
+
+
+class PostgresIngestionsSink(PostgresStore, IngestionsSink):
+    """Stores ingestion summaries in PostgreSQL (default table ``ingestions``)."""
+
+    _label = "ingestions sink"
+
+    def __init__(
+        self,
+        settings: PostgresSinkSettings,
+        errors: ErrorsSinkSettings | None = None,
+        **quix_options: Any,
+    ) -> None:
+        self.errors = errors or ErrorsSinkSettings()
+        super().__init__(settings, self.errors.ingestions_table, **quix_options)
+        self._sql = sql.SQL(
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (ingestion_id) DO NOTHING"
+        ).format(
+            _table(settings, self.errors),
+            sql.SQL(", ").join(map(sql.Identifier, FIELDS)),
+            sql.SQL(", ").join(sql.Placeholder() * len(FIELDS)),
+        )
+
+    def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
+        statement = sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (ingestion_id text PRIMARY KEY, vertical text, "
+            "type text, source text, accepted bigint NOT NULL, received_at text)"
+        ).format(_table(self.settings, self.errors))
+        create_in_schema(conn, self.settings, self.table, [statement])
+
+    def _open_pool(self) -> Pool:
+        return _pool(self.settings, 1, 1, f"qanat-ingestions-{self.table}")
+
+    def store(self, rows: list[tuple[Any, ...]]) -> None:
+        clean = [
+            tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in row)
+            for row in rows
+        ]
+        try:
+            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany(self._sql, clean)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise classify(exc) from exc
+
+
+class PostgresIngestionLedger:
+    """Reads the ingestions table (``pipelines.control.IngestionLedger``); none before it
+    exists. Call :meth:`close` at shutdown."""
+
+    def __init__(
+        self, settings: PostgresSinkSettings, errors: ErrorsSinkSettings | None = None
+    ) -> None:
+        self.settings = settings
+        self.errors = errors or ErrorsSinkSettings()
+        table = _table(settings, self.errors)
+        self._regclass = table.as_string()
+        self._select = sql.SQL("SELECT {} FROM {} WHERE ingestion_id = %s").format(
+            sql.SQL(", ").join(map(sql.Identifier, FIELDS)), table
+        )
+        self._pool: Pool | None = None
+        self._table_exists = False
+
+    def summary(self, ingestion_id: str) -> dict[str, Any] | None:
+        if self._pool is None:
+            name = f"qanat-ingestions-reader-{self.errors.ingestions_table}"
+            self._pool = _pool(self.settings, 0, self.settings.pool_max_size, name)
+        try:
+            with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                if not self._table_exists:
+                    cur.execute("SELECT to_regclass(%s) AS found", [self._regclass])
+                    found = cur.fetchone()
+                    self._table_exists = bool(found and found["found"])
+                    if not self._table_exists:
+                        return None
+                return cur.execute(self._select, [ingestion_id]).fetchone()
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise classify(exc) from exc
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
