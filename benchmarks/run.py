@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks import sink_throughput, transform_throughput
+from benchmarks import http_ingest, sink_throughput, transform_throughput
 from benchmarks.common import (
     BOOTSTRAP_ENV,
     RESULTS_DIR,
@@ -33,7 +33,12 @@ from pipelines.devbroker import KAFKA_VERSION, LocalBroker, free_port
 logger = logging.getLogger("benchmarks")
 
 BENCHMARKS: dict[str, Benchmark] = {
-    bench.name: bench for bench in (transform_throughput.BENCHMARK, *sink_throughput.BENCHMARKS)
+    bench.name: bench
+    for bench in (
+        transform_throughput.BENCHMARK,
+        *sink_throughput.BENCHMARKS,
+        *http_ingest.BENCHMARKS,
+    )
 }
 
 

@@ -97,7 +97,8 @@ class HttpSourceSettings(QanatSettings):
         "only counted.",
     )
     producer_queue_max_messages: int = Field(
-        100_000,
+        # ~1 KB of bookkeeping per queued message: 20k bounds a stream's RSS at ~20 MB.
+        20_000,
         ge=1,
         description="Capacity, in messages, of the Kafka producer's local queue "
         "(queue.buffering.max.messages); when it is full a stream stops reading its body.",
