@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
 import typer
 
+from pipelines.cli_admin import key_store, keys_app, schemas_app
+from pipelines.cli_base import fatal_errors, service_settings
 from pipelines.config import CoreSettings, KafkaSettings, load
 from pipelines.errors import FatalError
 
@@ -29,9 +27,6 @@ source_app = typer.Typer(help="Run a source: publishes raw events to Kafka.", no
 sink_app = typer.Typer(help="Run a sink: upserts records into a store.", no_args_is_help=True)
 db_app = typer.Typer(help="Datastore administration.", no_args_is_help=True)
 records_app = typer.Typer(help="Read stored records.", no_args_is_help=True)
-schemas_app = typer.Typer(
-    help="The schema registry (JSON Schemas per vertical/type, versioned).", no_args_is_help=True
-)
 app.add_typer(dev_app, name="dev")
 dev_app.add_typer(broker_app, name="broker")
 app.add_typer(source_app, name="source")
@@ -39,37 +34,7 @@ app.add_typer(sink_app, name="sink")
 app.add_typer(db_app, name="db")
 app.add_typer(records_app, name="records")
 app.add_typer(schemas_app, name="schemas")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fatal_errors(func: F) -> F:
-    """Turn qanat's fatal errors into one line on stderr and exit status 1."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except FatalError as exc:
-            typer.echo(f"qanat: error: {exc}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _logging(core: CoreSettings) -> None:
-    logging.basicConfig(
-        level=core.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-def _settings() -> tuple[CoreSettings, KafkaSettings]:
-    core = load(CoreSettings)
-    _logging(core)
-    return core, load(KafkaSettings)
-
+app.add_typer(keys_app, name="keys")
 
 # --- local development ---------------------------------------------------------------
 
@@ -156,9 +121,9 @@ def source_http() -> None:
     from pipelines.control import control_router
     from sources.http import HttpSourceSettings, create_app
 
-    core, kafka = _settings()
+    core, kafka = service_settings()
     settings = load(HttpSourceSettings)
-    keys = _key_store(settings.keys_path) if settings.auth == "keys" else None
+    keys = key_store(settings.keys_path) if settings.auth == "keys" else None
     http = create_app(kafka, settings, keys=keys)
     records, errors, ledger = _read_stores(settings.read_store)
     authenticator = http.state.authenticator
@@ -221,7 +186,7 @@ def transform() -> None:
     from pipelines.topics import ensure_topics
     from pipelines.transform import TransformSettings, build_transform_app
 
-    core, kafka = _settings()
+    core, kafka = service_settings()
     settings = load(TransformSettings)
     ensure_topics(kafka.client(), kafka.topics, kafka.partitions, kafka.replication_factor)
     schemas, follower = follow_schemas(kafka, settings.schema_dir)  # seed, then follow live
@@ -265,7 +230,7 @@ def sink_sqlite() -> None:
     from sinks.base import KafkaDeadLetters
     from sinks.sqlite import SQLiteSink, SQLiteSinkSettings
 
-    core, kafka = _settings()
+    core, kafka = service_settings()
     sink = SQLiteSink(load(SQLiteSinkSettings), dead_letters=KafkaDeadLetters(kafka))
     _run_sink(sink, "sink-sqlite", core, kafka)
 
@@ -277,7 +242,7 @@ def sink_postgres() -> None:
     from sinks.base import KafkaDeadLetters
     from sinks.postgres import PostgresSink, PostgresSinkSettings
 
-    core, kafka = _settings()
+    core, kafka = service_settings()
     sink = PostgresSink(load(PostgresSinkSettings), dead_letters=KafkaDeadLetters(kafka))
     _run_sink(sink, "sink-postgres", core, kafka)
 
@@ -292,7 +257,7 @@ def sink_errors(
     from sinks.errors import ErrorsSink, ErrorsSinkSettings
     from sinks.ingestions import IngestionsSink
 
-    core, kafka = _settings()
+    core, kafka = service_settings()
     errors = load(ErrorsSinkSettings)
     sink: ErrorsSink
     ingestions: IngestionsSink
@@ -371,144 +336,6 @@ def records_ls(
         record = dict(zip(columns, row, strict=True))
         record["vertical_data"] = orjson.loads(record["vertical_data"])
         typer.echo(orjson.dumps(record).decode())
-
-
-# --- the schema registry -------------------------------------------------------------
-
-VerticalOption = Annotated[str, typer.Option("--vertical", help="The vertical, e.g. shop.")]
-TypeOption = Annotated[str, typer.Option("--type", help="The record type, e.g. product.")]
-
-
-@schemas_app.command("register")
-@fatal_errors
-def schemas_register(
-    file: Annotated[Path, typer.Argument(help="A JSON Schema (draft 2020-12) file.")],
-    vertical: VerticalOption,
-    type_: TypeOption,
-) -> None:
-    """Register a schema; prints its version (unchanged schema: the latest version)."""
-    from pipelines.registry import InvalidSchemaError, SchemaRegistry
-
-    _core, kafka = _settings()
-    try:
-        schema = orjson.loads(file.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise FatalError(f"{file}: {exc}") from None
-    registry = SchemaRegistry(kafka)
-    try:
-        version = registry.register(vertical, type_, schema)
-    except InvalidSchemaError as exc:
-        typer.echo(f"qanat: error: {file} is not a valid JSON Schema:", err=True)
-        for error in exc.errors:
-            typer.echo(f"  {error['path']}: {error['message']}", err=True)
-        raise typer.Exit(1) from None
-    except ValueError as exc:  # a bad vertical or type
-        raise FatalError(str(exc)) from None
-    finally:
-        registry.close()
-    typer.echo(str(version))
-
-
-@schemas_app.command("list")
-@fatal_errors
-def schemas_list() -> None:
-    """Print the latest version of every registered schema, one JSON line each."""
-    from pipelines.registry import SchemaRegistry
-
-    _core, kafka = _settings()
-    registry = SchemaRegistry(kafka)
-    try:
-        for found in registry.list():
-            line = {k: v for k, v in found.to_json().items() if k != "schema"}
-            typer.echo(orjson.dumps(line).decode())
-    finally:
-        registry.close()
-
-
-@schemas_app.command("show")
-@fatal_errors
-def schemas_show(
-    vertical: Annotated[str, typer.Argument(help="The vertical.")],
-    type_: Annotated[str, typer.Argument(metavar="TYPE", help="The record type.")],
-    version: Annotated[int | None, typer.Option(help="This version (default: the latest).")] = None,
-) -> None:
-    """Print one schema version as JSON: vertical, type, version, schema, registered_at."""
-    from pipelines.registry import SchemaRegistry
-
-    _core, kafka = _settings()
-    registry = SchemaRegistry(kafka)
-    try:
-        if version is None:
-            found = registry.latest(vertical, type_)
-        else:
-            found = registry.get(vertical, type_, version)
-    finally:
-        registry.close()
-    if found is None:
-        which = "no schema" if version is None else f"no version {version}"
-        raise FatalError(f"{which} registered for {vertical}/{type_}")
-    typer.echo(orjson.dumps(found.to_json(), option=orjson.OPT_INDENT_2).decode())
-
-
-# --- API keys of the HTTP source -----------------------------------------------------
-
-keys_app = typer.Typer(help="API keys of the HTTP ingest API.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-
-def _key_store(keys_path: Path | None = None) -> Any:
-    """The SQLite key store: QANAT_HTTP_KEYS_PATH, else <QANAT_DATA_DIR>/keys.db."""
-    from sources.auth import SQLiteKeyStore, key_store_path
-
-    if keys_path is None:
-        from sources.http import HttpSourceSettings
-
-        keys_path = load(HttpSourceSettings).keys_path
-    return SQLiteKeyStore(key_store_path(keys_path, load(CoreSettings).data_dir))
-
-
-@keys_app.command("create")
-@fatal_errors
-def keys_create(
-    name: Annotated[str, typer.Option(help="What the key is for, e.g. the client's name.")],
-    vertical: Annotated[
-        list[str] | None, typer.Option(help="A vertical the key may use (repeatable).")
-    ] = None,
-    all_verticals: Annotated[bool, typer.Option(help="The key may use every vertical.")] = False,
-    scope: Annotated[
-        list[str] | None, typer.Option(help="write (ingest) and/or read (repeatable).")
-    ] = None,
-) -> None:
-    """Create a key and print it, once: only its hash is stored."""
-    from sources.auth import create_key
-
-    if all_verticals == bool(vertical):
-        raise FatalError("give --vertical (one or more) or --all-verticals")
-    try:
-        key, plaintext = create_key(
-            _key_store(), name, scope or [], None if all_verticals else vertical
-        )
-    except ValueError as exc:
-        raise FatalError(str(exc)) from None
-    typer.echo(f"created key {key.id}; it is shown only this once:", err=True)
-    typer.echo(plaintext)
-
-
-@keys_app.command("list")
-@fatal_errors
-def keys_list() -> None:
-    """Print every key (never its secret), one JSON line each."""
-    for key in _key_store().list_keys():
-        typer.echo(orjson.dumps(key.describe()).decode())
-
-
-@keys_app.command("revoke")
-@fatal_errors
-def keys_revoke(key_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Revoke a key: requests with it are refused from now on."""
-    if not _key_store().revoke(key_id):
-        raise FatalError(f"no key {key_id!r}")
-    typer.echo(f"revoked {key_id}")
 
 
 def main() -> None:

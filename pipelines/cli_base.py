@@ -1,0 +1,44 @@
+"""What every ``qanat`` command module shares: one-line fatal errors, logging, settings."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+
+from pipelines.config import CoreSettings, KafkaSettings, load
+from pipelines.errors import FatalError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fatal_errors(func: F) -> F:
+    """Turn qanat's fatal errors into one line on stderr and exit status 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FatalError as exc:
+            typer.echo(f"qanat: error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _logging(core: CoreSettings) -> None:
+    logging.basicConfig(
+        level=core.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def service_settings() -> tuple[CoreSettings, KafkaSettings]:
+    core = load(CoreSettings)
+    _logging(core)
+    return core, load(KafkaSettings)
