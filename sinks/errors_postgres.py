@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from pipelines.records import format_time
 from sinks.errors import (
@@ -37,7 +37,7 @@ from sinks.postgres import (
     classify,
     connect,
     create_in_schema,
-    open_pool,
+    open_checked_pool,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,19 +110,6 @@ def _params(row: ErrorRow) -> tuple[Any, ...]:
     )
 
 
-def _pool(settings: PostgresSinkSettings, min_size: int, max_size: int, name: str) -> Pool:
-    """A pool of autocommit connections, each checked before use; connecting in the background."""
-    return open_pool(
-        settings,
-        min_size=min_size,
-        max_size=max_size,
-        name=name,
-        wait=False,
-        check=ConnectionPool.check_connection,
-        autocommit=True,
-    )
-
-
 class PostgresErrorsSink(PostgresStore, ErrorsSink):
     """Stores dead letters in a PostgreSQL table (default ``record_errors``), one row each.
 
@@ -159,7 +146,7 @@ class PostgresErrorsSink(PostgresStore, ErrorsSink):
 
     def _open_pool(self) -> Pool:
         s = self.settings
-        return _pool(s, 1, 1, f"qanat-errors-{s.schema_name}.{self.errors.table}")
+        return open_checked_pool(s, 1, 1, f"qanat-errors-{s.schema_name}.{self.errors.table}")
 
     def store(self, rows: list[ErrorRow]) -> None:
         params = [_params(row) for row in rows]
@@ -194,7 +181,7 @@ class PostgresErrorStore:
         """The rows, or None when there is no table yet."""
         if self._pool is None:
             name = f"qanat-errors-reader-{self.errors_settings.table}"
-            self._pool = _pool(self.settings, 0, self.settings.pool_max_size, name)
+            self._pool = open_checked_pool(self.settings, 0, self.settings.pool_max_size, name)
         try:
             with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
                 if not self._table_exists:

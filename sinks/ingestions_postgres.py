@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from sinks.errors import ErrorsSinkSettings
 from sinks.ingestions import FIELDS, IngestionsSink
@@ -17,24 +17,12 @@ from sinks.postgres import (
     PostgresStore,
     classify,
     create_in_schema,
-    open_pool,
+    open_checked_pool,
 )
 
 
 def _table(settings: PostgresSinkSettings, errors: ErrorsSinkSettings) -> sql.Identifier:
     return sql.Identifier(settings.schema_name, errors.ingestions_table)
-
-
-def _pool(settings: PostgresSinkSettings, min_size: int, max_size: int, name: str) -> Pool:
-    return open_pool(
-        settings,
-        min_size=min_size,
-        max_size=max_size,
-        name=name,
-        wait=False,
-        check=ConnectionPool.check_connection,
-        autocommit=True,
-    )
 
 
 class PostgresIngestionsSink(PostgresStore, IngestionsSink):
@@ -66,7 +54,7 @@ class PostgresIngestionsSink(PostgresStore, IngestionsSink):
         create_in_schema(conn, self.settings, self.table, [statement])
 
     def _open_pool(self) -> Pool:
-        return _pool(self.settings, 1, 1, f"qanat-ingestions-{self.table}")
+        return open_checked_pool(self.settings, 1, 1, f"qanat-ingestions-{self.table}")
 
     def store(self, rows: list[tuple[Any, ...]]) -> None:
         clean = [
@@ -100,7 +88,7 @@ class PostgresIngestionLedger:
     def summary(self, ingestion_id: str) -> dict[str, Any] | None:
         if self._pool is None:
             name = f"qanat-ingestions-reader-{self.errors.ingestions_table}"
-            self._pool = _pool(self.settings, 0, self.settings.pool_max_size, name)
+            self._pool = open_checked_pool(self.settings, 0, self.settings.pool_max_size, name)
         try:
             with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
                 if not self._table_exists:

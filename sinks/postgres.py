@@ -309,6 +309,22 @@ def open_pool(
     return pool
 
 
+def open_checked_pool(
+    settings: PostgresSinkSettings, min_size: int, max_size: int, name: str
+) -> Pool:
+    """Autocommit connections, each checked before use, connecting in the background:
+    what the errors, ingestions and reader stores use."""
+    return open_pool(
+        settings,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        wait=False,
+        check=ConnectionPool.check_connection,
+        autocommit=True,
+    )
+
+
 class PostgresStore:
     """The pool a PostgreSQL sink holds (records or errors), opened in :meth:`setup` after
     one connection checked the settings and, when ``create_tables``, created the table.

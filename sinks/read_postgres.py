@@ -9,10 +9,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from pipelines.records import format_time
-from sinks.postgres import Pool, PostgresSinkSettings, classify, open_pool
+from sinks.postgres import Pool, PostgresSinkSettings, classify, open_checked_pool
 
 _FIELDS = (
     "vertical",
@@ -53,15 +53,8 @@ class PostgresRecordReader:
 
     def _query(self, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]]:
         if self._pool is None:
-            self._pool = open_pool(
-                self.settings,
-                min_size=0,
-                max_size=self.settings.pool_max_size,
-                name=f"qanat-records-reader-{self.settings.table}",
-                wait=False,
-                check=ConnectionPool.check_connection,
-                autocommit=True,
-            )
+            name = f"qanat-records-reader-{self.settings.table}"
+            self._pool = open_checked_pool(self.settings, 0, self.settings.pool_max_size, name)
         try:
             with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
                 if not self._table_exists:
