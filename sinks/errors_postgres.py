@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import PoolTimeout
 
@@ -34,6 +33,7 @@ from sinks.postgres import (
     Pool,
     PostgresSinkSettings,
     PostgresStore,
+    TableReader,
     classify,
     connect,
     create_in_schema,
@@ -174,25 +174,14 @@ class PostgresErrorStore:
         self._counts_sql = sql.SQL(COUNTS_SQL).format(**q)
         self._total_sql = sql.SQL(TOTAL_SQL).format(**q)
         self._errors_sql = sql.SQL(ERRORS_SQL).format(**q)
-        self._pool: Pool | None = None
-        self._table_exists = False
+        self._reader = TableReader(
+            self.settings, self._regclass, f"qanat-errors-reader-{self.errors_settings.table}"
+        )
 
     def _query(self, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]] | None:
         """The rows, or None when there is no table yet."""
-        if self._pool is None:
-            name = f"qanat-errors-reader-{self.errors_settings.table}"
-            self._pool = open_checked_pool(self.settings, 0, self.settings.pool_max_size, name)
-        try:
-            with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                if not self._table_exists:
-                    cur.execute("SELECT to_regclass(%s) AS found", [self._regclass])
-                    found = cur.fetchone()
-                    self._table_exists = bool(found and found["found"])
-                    if not self._table_exists:
-                        return None
-                return cur.execute(query, params).fetchall()
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise classify(exc) from exc
+        rows = self._reader.rows(query, params)
+        return None if rows is None else rows
 
     def counts(self, ingestion_id: str) -> dict[str, Any]:
         total = self._query(self._total_sql, [ingestion_id])
@@ -214,6 +203,4 @@ class PostgresErrorStore:
         return results
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self._reader.close()

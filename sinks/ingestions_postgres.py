@@ -6,7 +6,6 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
 from sinks.errors import ErrorsSinkSettings
@@ -15,6 +14,7 @@ from sinks.postgres import (
     Pool,
     PostgresSinkSettings,
     PostgresStore,
+    TableReader,
     classify,
     create_in_schema,
     open_checked_pool,
@@ -82,26 +82,13 @@ class PostgresIngestionLedger:
         self._select = sql.SQL("SELECT {} FROM {} WHERE ingestion_id = %s").format(
             sql.SQL(", ").join(map(sql.Identifier, FIELDS)), table
         )
-        self._pool: Pool | None = None
-        self._table_exists = False
+        self._reader = TableReader(
+            self.settings, self._regclass, f"qanat-ingestions-reader-{self.errors.ingestions_table}"
+        )
 
     def summary(self, ingestion_id: str) -> dict[str, Any] | None:
-        if self._pool is None:
-            name = f"qanat-ingestions-reader-{self.errors.ingestions_table}"
-            self._pool = open_checked_pool(self.settings, 0, self.settings.pool_max_size, name)
-        try:
-            with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                if not self._table_exists:
-                    cur.execute("SELECT to_regclass(%s) AS found", [self._regclass])
-                    found = cur.fetchone()
-                    self._table_exists = bool(found and found["found"])
-                    if not self._table_exists:
-                        return None
-                return cur.execute(self._select, [ingestion_id]).fetchone()
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise classify(exc) from exc
+        rows = self._reader.rows(self._select, [ingestion_id])
+        return rows[0] if rows else None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self._reader.close()

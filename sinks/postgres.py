@@ -24,6 +24,7 @@ import orjson
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
 from psycopg.types.json import set_json_dumps
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -323,6 +324,38 @@ def open_checked_pool(
         check=ConnectionPool.check_connection,
         autocommit=True,
     )
+
+
+class TableReader:
+    """Reads one table over a checked pool opened on first use; no rows (None) until the
+    table exists, so a reader can start before the sink that creates the table."""
+
+    def __init__(self, settings: PostgresSinkSettings, regclass: str, pool_name: str) -> None:
+        self.settings, self.regclass, self.pool_name = settings, regclass, pool_name
+        self._pool: Pool | None = None
+        self._exists = False
+
+    def rows(self, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]] | None:
+        """The rows of ``query``; None without the table; RetriableError/FatalError by SQLSTATE."""
+        if self._pool is None:
+            size = self.settings.pool_max_size
+            self._pool = open_checked_pool(self.settings, 0, size, self.pool_name)
+        try:
+            with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                if not self._exists:
+                    cur.execute("SELECT to_regclass(%s) AS found", [self.regclass])
+                    found = cur.fetchone()
+                    self._exists = bool(found and found["found"])
+                    if not self._exists:
+                        return None
+                return cur.execute(query, params).fetchall()
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise classify(exc) from exc
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
 
 class PostgresStore:

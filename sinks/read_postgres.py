@@ -6,13 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
-from psycopg_pool import PoolTimeout
 
 from pipelines.records import format_time
-from sinks.postgres import Pool, PostgresSinkSettings, classify, open_checked_pool
+from sinks.postgres import PostgresSinkSettings, TableReader
 
 _FIELDS = (
     "vertical",
@@ -48,24 +45,13 @@ class PostgresRecordReader:
             sql.SQL(", ").join(map(sql.Identifier, _FIELDS)), table
         )
         self._count = sql.SQL("SELECT COUNT(*) AS n FROM {} WHERE ingestion_id = %s").format(table)
-        self._pool: Pool | None = None
-        self._table_exists = False
+        self._reader = TableReader(
+            self.settings, self._regclass, f"qanat-records-reader-{self.settings.table}"
+        )
 
     def _query(self, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]]:
-        if self._pool is None:
-            name = f"qanat-records-reader-{self.settings.table}"
-            self._pool = open_checked_pool(self.settings, 0, self.settings.pool_max_size, name)
-        try:
-            with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                if not self._table_exists:
-                    cur.execute("SELECT to_regclass(%s) AS found", [self._regclass])
-                    found = cur.fetchone()
-                    self._table_exists = bool(found and found["found"])
-                    if not self._table_exists:
-                        return []
-                return cur.execute(query, params).fetchall()
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise classify(exc) from exc
+        rows = self._reader.rows(query, params)
+        return [] if rows is None else rows
 
     def page(
         self,
@@ -100,6 +86,4 @@ class PostgresRecordReader:
         return int(rows[0]["n"]) if rows else 0
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self._reader.close()
