@@ -150,6 +150,10 @@ class LocalBroker:
     version: str = KAFKA_VERSION
     heap: str = "512m"
     log_level: str = "WARN"
+    #: A SASL_PLAINTEXT listener (mechanism PLAIN) on this port too, for ``sasl_users``
+    #: (user -> password): the set-up of a managed Kafka, on loopback.
+    sasl_port: int | None = None
+    sasl_users: dict[str, str] = field(default_factory=dict)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -242,10 +246,26 @@ class LocalBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
         }
+        if self.sasl_port is not None:
+            settings |= self._sasl_settings(settings)
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         (self.data_dir / "log4j2.yaml").write_text(_LOG4J2.format(level=self.log_level))
         return path
+
+    def _sasl_settings(self, settings: dict[str, str]) -> dict[str, str]:
+        sasl = f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+        users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+        return {
+            "listeners": f"{settings['listeners']},{sasl}",
+            "advertised.listeners": f"{settings['advertised.listeners']},{sasl}",
+            "listener.security.protocol.map": settings["listener.security.protocol.map"]
+            + ",SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            ),
+        }
 
     def _format(self, java: str, classpath: str, properties: Path) -> None:
         cluster_id = _cluster_id()

@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 from pipelines.cli import app
 from pipelines.config import CONFIG_FILE_ENV, QanatSettings
 from pipelines.configdoc import env_name, settings_models
+from pipelines.ops import DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-ONE_SHOT = {"db-init"}
+ONE_SHOT = {"db-init", "topics-init"}
 
 
 def _compose() -> dict[str, Any]:
@@ -48,7 +49,38 @@ QANAT_SERVICES = sorted(_qanat_services())
 
 
 def test_compose_has_the_qanat_services() -> None:
-    assert set(QANAT_SERVICES) >= {"source-http", "transform", "sink-postgres", "db-init"}
+    expected = {"source-http", "transform", "sink-postgres", "sink-errors", "db-init"}
+    assert set(QANAT_SERVICES) >= expected | {"topics-init"}
+    assert {"kafka", "postgres", "mosquitto"} <= set(_compose()["services"])
+
+
+def _ops_port(spec: dict[str, Any]) -> int:
+    """The port a service answers /healthz and /readyz on, by its command and settings."""
+    command, env = [str(part) for part in spec["command"]], _environment(spec)
+    if command[:2] == ["source", "http"]:
+        return int(env.get("QANAT_HTTP_PORT", "8080"))
+    service = "-".join(command[:2]) if command[0] in ("source", "sink") else command[0]
+    return int(env.get("QANAT_OPS_PORT", DEFAULT_PORTS[service]))
+
+
+LONG_RUNNING = sorted(set(QANAT_SERVICES) - ONE_SHOT)
+
+
+@pytest.mark.parametrize("service", LONG_RUNNING)
+def test_healthcheck_asks_the_service_itself(service: str) -> None:
+    spec = _qanat_services()[service]
+    test = " ".join(map(str, spec["healthcheck"]["test"]))
+    port = _ops_port(spec)
+    assert f"http://127.0.0.1:{port}/readyz" in test or f"http://127.0.0.1:{port}/healthz" in test
+
+
+@pytest.mark.parametrize("service", LONG_RUNNING)
+def test_stop_grace_period_outlasts_the_shutdown_timeout(service: str) -> None:
+    spec = _qanat_services()[service]
+    grace = str(spec.get("stop_grace_period", "10s"))
+    assert grace.endswith("s") and grace[:-1].isdigit(), grace
+    timeout = float(_environment(spec).get("QANAT_OPS_SHUTDOWN_TIMEOUT_S", "20"))
+    assert int(grace[:-1]) > timeout
 
 
 def test_kafka_is_apache_kafka_4() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def _qanat(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_quick_start(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QANAT_")}
     broker_port, http_port = free_port(), free_port()
-    env |= {"QANAT_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    env |= {"QANAT_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1", "QANAT_LOG_FORMAT": "json"}
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
         [
@@ -89,6 +90,18 @@ def test_quick_start(tmp_path: Path) -> None:
         errors.close()
         for service in ("source-http |", "transform |", "sink-sqlite |", "sink-errors |"):
             assert service in output()
+        # every service is ready on its ops port, with its metrics; logs are JSON lines
+        ready = re.search(r"sink-sqlite: ready \((http://127\.0\.0\.1:\d+)/readyz", output())
+        assert ready, output()
+        metrics = httpx.get(f"{ready.group(1)}/metrics").text
+        assert 'outcome="upserted"' in metrics
+        assert "transform: ready (" in output() and "sink-errors: ready (" in output()
+        logged = [
+            orjson.loads(line.split(" | ", 1)[1])
+            for line in output().splitlines()
+            if line.startswith("transform | {")
+        ]
+        assert logged and all("level" in entry and "logger" in entry for entry in logged)
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(60)
