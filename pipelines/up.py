@@ -3,13 +3,16 @@
 It starts the local broker (unless ``QANAT_KAFKA_BOOTSTRAP_SERVERS`` names one), then
 runs each service as ``qanat ...`` in a child process, prefixes every line a child prints
 with its name, restarts a child that crashes (with backoff), and on Ctrl-C or SIGTERM
-stops every child and the broker it started.
+stops every child and the broker it started. Each Kafka-consuming service serves
+``/healthz``, ``/readyz`` and ``/metrics`` on 127.0.0.1 at its default ops port (another
+free port when that one is taken); ``qanat up`` says where once every service is ready.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +23,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from pipelines.devbroker import LocalBroker
+from pipelines.devbroker import LocalBroker, free_port, port_is_free
+from pipelines.ops import DEFAULT_PORTS
 
 COLOURS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m")
 RESET = "\033[0m"
@@ -35,6 +39,12 @@ class Service:
     restarts: int = 0
     next_start: float = 0.0
     colour: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # on top of the supervisor's
+
+    @property
+    def ready_url(self) -> str | None:
+        port = self.env.get("QANAT_OPS_PORT")
+        return f"http://127.0.0.1:{port}/readyz" if port else None
 
 
 @dataclass
@@ -48,7 +58,7 @@ class Supervisor:
         command = [sys.executable, "-m", "pipelines.cli", *service.args]
         service.process = subprocess.Popen(
             command,
-            env=self.env,
+            env=self.env | service.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -114,6 +124,18 @@ def wait_for_http(url: str, timeout: float) -> bool:
     return False
 
 
+def mqtt_available(env: dict[str, str]) -> bool:
+    """Whether ``qanat up`` runs the MQTT source: QANAT_MQTT_URL names a broker, or one
+    answers on 127.0.0.1:1883 (scripts/up.sh starts Mosquitto there when installed)."""
+    if env.get("QANAT_MQTT_URL"):
+        return True
+    try:
+        socket.create_connection(("127.0.0.1", 1883), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def run_local_pipeline(
     data_dir: Path,
     broker_port: int,
@@ -149,8 +171,15 @@ def run_local_pipeline(
         Service("sink-sqlite", ["sink", "sqlite"]),
         Service("sink-errors", ["sink", "errors", "sqlite"]),
     ]
+    if mqtt_available(env):
+        services.append(Service("source-mqtt", ["source", "mqtt"]))
     for index, service in enumerate(services):
         service.colour = COLOURS[index % len(COLOURS)]
+        # one port per child (a QANAT_OPS_PORT for all could serve only one); 0 disables
+        if service.name in DEFAULT_PORTS and env.get("QANAT_OPS_PORT") != "0":
+            port = DEFAULT_PORTS[service.name]
+            port = port if port_is_free(port) else free_port()
+            service.env |= {"QANAT_OPS_PORT": str(port), "QANAT_OPS_HOST": "127.0.0.1"}
     supervisor = Supervisor(services, env)
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -163,6 +192,9 @@ def run_local_pipeline(
             supervisor.start(service)
         base = f"http://{http_host}:{http_port}"
         if wait_for_http(f"{base}/healthz", 60):
+            for service in services:
+                if service.ready_url and wait_for_http(service.ready_url, 60):
+                    supervisor.say(f"{service.name}: ready ({service.ready_url}, /metrics)")
             supervisor.say(f"ready. POST records to {base}/api/v1/ingest/<vertical>/<type>/batch")
             supervisor.say(
                 f"rows land in SQLite at {sqlite_path} "

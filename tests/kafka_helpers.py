@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 
 from pipelines.config import KafkaSettings
 from pipelines.topics import decode_headers
@@ -19,6 +19,17 @@ class Landed:
     headers: dict[str, str]
     partition: int
     offset: int
+
+    @classmethod
+    def of(cls, message: Message) -> Landed:
+        """What a consumed message carries."""
+        return cls(
+            message.key(),
+            message.value(),
+            decode_headers(message.headers()),
+            message.partition(),
+            message.offset(),
+        )
 
 
 def consume(
@@ -49,15 +60,7 @@ def consume(
             message = consumer.poll(0.2)
             if message is None or message.error():
                 continue
-            landed.append(
-                Landed(
-                    message.key(),
-                    message.value(),
-                    decode_headers(message.headers()),
-                    message.partition(),
-                    message.offset(),
-                )
-            )
+            landed.append(Landed.of(message))
     finally:
         consumer.close()
     return landed
