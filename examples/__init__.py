@@ -1,0 +1,1 @@
+"""Complete examples that the test suite runs (see docs/custom-sources.md)."""
