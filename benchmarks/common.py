@@ -31,7 +31,13 @@ RESULTS_MD = BENCH_DIR / "RESULTS.md"
 RERUN = ".venv/bin/python -m benchmarks.run [names...] [--records N] [--repeats R]"
 BOOTSTRAP_ENV = "QANAT_BENCH_KAFKA_BOOTSTRAP"
 
-_TARGET = re.compile(r"^\s*ratio\s*(>=|<=)\s*([0-9]*\.?[0-9]+)\s*$")
+_TARGET = re.compile(r"^\s*(ratio|value)\s*(>=|<=|>|<)\s*([0-9]*\.?[0-9]+)\s*([^\s0-9].*)?$")
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+}
 
 
 @dataclass(frozen=True)
@@ -147,15 +153,24 @@ def make_result(
     )
 
 
-def target_met(ratio: float, target: str | None) -> bool | None:
-    """Whether ``ratio`` meets a target written ``ratio >= X`` or ``ratio <= X``."""
+def target_met(ratio: float, target: str | None, value: float | None = None) -> bool | None:
+    """Whether the result meets a target written ``ratio >= X`` (or ``<=``, ``<``, ``>``),
+    or ``value < X <unit>`` on the measured ``value`` (the unit is the metric's); None
+    when there is no target, or it is not of that form.
+
+    >>> target_met(0.1, "value < 100 MB", 98.6), target_met(0.1, "value < 100 MB", 101.0)
+    (True, False)
+    """
     if target is None:
         return None
     match = _TARGET.match(target)
     if match is None:
         return None
-    bound = float(match.group(2))
-    return ratio >= bound if match.group(1) == ">=" else ratio <= bound
+    subject, operator, bound = match.group(1), match.group(2), float(match.group(3))
+    measured = ratio if subject == "ratio" else value
+    if measured is None:
+        return None
+    return _COMPARE[operator](measured, bound)
 
 
 def write_result(result: BenchResult, results_dir: Path = RESULTS_DIR) -> Path:
@@ -187,7 +202,9 @@ def _met(result: dict[str, Any]) -> str:
     ratio = result.get("ratio")
     if not isinstance(ratio, int | float):
         return ""
-    met = target_met(float(ratio), result.get("target"))
+    value = result.get("value")
+    measured = float(value) if isinstance(value, int | float) else None
+    met = target_met(float(ratio), result.get("target"), measured)
     return "" if met is None else ("yes" if met else "**no**")
 
 

@@ -118,7 +118,8 @@ def keys_create(
     ] = None,
     all_verticals: Annotated[bool, typer.Option(help="The key may use every vertical.")] = False,
     scope: Annotated[
-        list[str] | None, typer.Option(help="write (ingest) and/or read (repeatable).")
+        list[str] | None,
+        typer.Option(help="write (ingest), read and/or admin (schemas) (repeatable)."),
     ] = None,
 ) -> None:
     """Create a key and print it, once: only its hash is stored."""

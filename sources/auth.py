@@ -1,8 +1,9 @@
 """API keys of the HTTP source: ``Authorization: Bearer qk_<id>_<secret>``.
 
-A key has a name, scopes (``write``: ingest; ``read``: the read routes) and the verticals
-it may touch (or all of them). Only a hash of its secret is stored; the plaintext is shown
-once, when the key is created (``qanat keys create``), and is never stored nor logged.
+A key has a name, scopes (``write``: ingest; ``read``: the read routes; ``admin``:
+register schemas) and the verticals it may touch (or all of them). Only a hash of its
+secret is stored; the plaintext is shown once, when the key is created
+(``qanat keys create``), and is never stored nor logged.
 
 The hash is SHA-256 over the key id and secret, not a slow password hash (scrypt, bcrypt):
 the secret is 256 random bits (``secrets.token_urlsafe(32)``), so guessing it from a
@@ -34,14 +35,19 @@ from typing import Literal, Protocol
 
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from pipelines.records import check_identifier, now
 from sources.http_errors import ApiError
 
-Scope = Literal["read", "write"]
-SCOPES: tuple[Scope, ...] = ("read", "write")
+Scope = Literal["read", "write", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
 PREFIX = "qk_"
 ALL = "*"
+#: The WebSocket subprotocol a browser offers to carry its key: ``bearer.<key>``; it must
+#: also offer ``qanat.v1``, which the server selects (it never echoes the key).
+SUBPROTOCOL_PREFIX = "bearer."
+SUBPROTOCOL = "qanat.v1"
 #: For the OpenAPI document only (the /docs "Authorize" button); the check is ours.
 BEARER = HTTPBearer(auto_error=False, description="An API key from `qanat keys create`.")
 
@@ -268,6 +274,20 @@ class Authenticator:
 
         return dependency
 
+    def connection_key(self, conn: HTTPConnection, scope: str, vertical: str) -> ApiKey | None:
+        """The key of a WebSocket or server-sent-events connection, checked for ``scope``
+        on ``vertical``; 401/403 :class:`ApiError` otherwise. Browsers cannot set headers on
+        those, so besides ``Authorization: Bearer`` the key may come as ``?token=<key>``
+        or as the WebSocket subprotocol ``bearer.<key>``. Blocking (a key store lookup):
+        call it from a thread."""
+        authorization = conn.headers.get("authorization")
+        if authorization is None:
+            token = conn.query_params.get("token") or connection_subprotocol_key(conn)
+            authorization = f"Bearer {token}" if token else None
+        key = self.authenticate(authorization)
+        self.authorize(key, scope, vertical)
+        return key
+
     @staticmethod
     def authorize(key: ApiKey | None, scope: str, vertical: str) -> None:
         """403 :class:`ApiError` unless ``key`` (None: auth is off) allows it."""
@@ -278,6 +298,16 @@ class Authenticator:
         else:
             message = f"this API key may not access vertical {vertical!r}"
         raise ApiError(403, "forbidden", message, "header.authorization")
+
+
+def connection_subprotocol_key(conn: HTTPConnection) -> str | None:
+    """The key a WebSocket client offered as the subprotocol ``bearer.<key>``, if any."""
+    offered = conn.headers.get("sec-websocket-protocol", "")
+    for protocol in offered.split(","):
+        protocol = protocol.strip()
+        if protocol.startswith(SUBPROTOCOL_PREFIX):
+            return protocol[len(SUBPROTOCOL_PREFIX) :]
+    return None
 
 
 def _unauthorized(code: str, message: str) -> ApiError:

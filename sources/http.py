@@ -6,10 +6,14 @@ Routes (all under ``/api/v1``): ``POST /ingest/{vertical}/{type}/batch`` with
 ``entity`` and ``type`` name the vertical and type; ``POST /ingest/{vertical}/{type}/stream``
 with NDJSON, read and produced line by line (:mod:`sources.http_stream`);
 ``POST /webhooks/ingest/{vertical}/{type}`` with one record or an array, signed with an
-HMAC instead of an API key (:mod:`sources.http_webhooks`).
+HMAC instead of an API key (:mod:`sources.http_webhooks`); the WebSocket
+``/ws/ingest/{vertical}/{type}``, an ack per message (:mod:`sources.http_ws`).
 
 Every ingest route but the webhook needs ``Authorization: Bearer <API key>`` with the
-``write`` scope on the vertical (:mod:`sources.auth`), unless ``auth`` is ``none``.
+``write`` scope on the vertical (:mod:`sources.auth`), unless ``auth`` is ``none``. Every
+ingest route counts against its client's rate limit (:mod:`sources.ratelimit`; off by
+default): beyond it, a 429 with ``Retry-After``; so is a request that finds the Kafka
+producer's queue full (the NDJSON stream waits instead: TCP backpressure).
 
 Every error a client can cause is a 4xx with a JSON body saying what is wrong and where
 (:mod:`sources.http_errors`). Records that are JSON objects but invalid are accepted: the
@@ -24,25 +28,23 @@ transform stage validates them and keeps the rejects, with reasons, in the DLQ.
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import orjson
 from fastapi import Depends, FastAPI, Request
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from pipelines.config import KafkaSettings, QanatSettings
 from pipelines.errors import ConfigError
-from pipelines.records import RawEvent
-from pipelines.topics import H_EVENT_ID, ensure_topics
+from pipelines.topics import ensure_topics
 from sources.auth import ApiKey, Authenticator, KeyStore
-from sources.base import KafkaPublisher, build_raw_events, ingestion_summary
+from sources.base import KafkaPublisher
 from sources.http_body import (
-    JSON_TYPES,
     body_identifier,
     check_content_type,
     check_stream_content_type,
@@ -51,7 +53,20 @@ from sources.http_body import (
     parse_object,
     read_body,
 )
+from sources.http_docs import (
+    BATCH_DOC,
+    HEALTH_RESPONSES,
+    INGEST_BATCH_RESPONSES,
+    INGEST_ONE_RESPONSES,
+    INGEST_STREAM_RESPONSES,
+    ITEM_DOC,
+    ONE_DOC,
+    STREAM_DOC,
+    WEBHOOK_DOC,
+    WEBHOOK_RESPONSES,
+)
 from sources.http_errors import ApiError, install_error_handlers
+from sources.http_events import SOURCE_NAME, publish_records
 from sources.http_stream import StreamTarget, ingest_ndjson
 from sources.http_webhooks import (
     WebhookPolicy,
@@ -59,11 +74,12 @@ from sources.http_webhooks import (
     no_secret_error,
     parse_webhook_body,
 )
+from sources.http_ws import ws_ingest_router
+from sources.ratelimit import RateLimiter, client_identity
 
 __all__ = ["ApiError", "HttpSourceSettings", "create_app"]
 
 logger = logging.getLogger(__name__)
-SOURCE_NAME = "http"
 
 
 class HttpSourceSettings(QanatSettings):
@@ -108,6 +124,26 @@ class HttpSourceSettings(QanatSettings):
         ge=1,
         description="Capacity, in KiB, of the Kafka producer's local queue "
         "(queue.buffering.max.kbytes): bounds the service's memory under a large stream.",
+    )
+    queue_full_wait_s: float = Field(
+        2.0,
+        gt=0,
+        description="How long a batch, single or webhook request waits for room in a full "
+        "producer queue before it is refused with a 429 and Retry-After (a request that "
+        "finds the queue without room for it is refused at once; a stream waits instead).",
+    )
+    rate_limit_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="Requests (and WebSocket messages) per second each API key (or client "
+        "address, without a key) may send to the ingest routes, webhooks included; beyond "
+        "it a 429 with Retry-After. 0: no limit.",
+    )
+    rate_limit_burst: int = Field(
+        100,
+        ge=1,
+        description="Requests a client may send at once above rate_limit_per_s (the size "
+        "of its token bucket).",
     )
     auth: Literal["keys", "none"] = Field(
         "keys",
@@ -164,40 +200,6 @@ class HttpSourceSettings(QanatSettings):
         )
 
 
-def _body_doc(media_types: Sequence[str], schema: dict[str, Any]) -> dict[str, Any]:
-    """OpenAPI for a body the route reads itself (so it can stream it and word its errors)."""
-    content = {media: {"schema": schema} for media in media_types}
-    return {"requestBody": {"required": True, "content": content}}
-
-
-OBJECT: dict[str, Any] = {"type": "object"}
-LIST_OF_OBJECTS: dict[str, Any] = {"type": "array", "items": OBJECT}
-BATCH_DOC = _body_doc(
-    JSON_TYPES[:1],
-    {
-        "oneOf": [
-            {"type": "object", "required": ["records"], "properties": {"records": LIST_OF_OBJECTS}},
-            {"type": "object", "required": ["items"], "properties": {"items": LIST_OF_OBJECTS}},
-        ]
-    },
-)
-ONE_DOC = _body_doc(JSON_TYPES[:1], OBJECT)
-ITEM_DOC = _body_doc(
-    JSON_TYPES[:1],
-    {
-        "type": "object",
-        "required": ["entity", "type"],
-        "properties": {"entity": {"type": "string"}, "type": {"type": "string"}},
-    },
-)
-STREAM_DOC = _body_doc(("application/x-ndjson", "application/jsonl"), {"type": "string"})
-WEBHOOK_DOC = _body_doc(JSON_TYPES[:1], {"oneOf": [OBJECT, LIST_OF_OBJECTS]})
-
-
-def _event_id(event: RawEvent) -> str:
-    return next(value.decode() for name, value in event.headers if name == H_EVENT_ID)
-
-
 def create_app(
     kafka: KafkaSettings,
     settings: HttpSourceSettings,
@@ -209,7 +211,16 @@ def create_app(
     if settings.auth == "keys" and keys is None:
         raise ConfigError("QANAT_HTTP_AUTH=keys needs a key store (or set it to none)")
     authenticator = Authenticator(keys if settings.auth == "keys" else None)
-    writer = Depends(authenticator.require("write"))
+    limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+
+    write_auth = Depends(authenticator.require("write"))
+
+    async def write_key(request: Request, key: ApiKey | None = write_auth) -> ApiKey | None:
+        """The request's key, checked for the write scope, and its rate limit taken."""
+        limiter.check(client_identity(key.id if key else None, _host(request)))
+        return key
+
+    writer = Depends(write_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -220,6 +231,10 @@ def create_app(
             queue_max_messages=settings.producer_queue_max_messages,
             queue_max_kbytes=settings.producer_queue_max_kbytes,
         )
+        # What start-up made lives as long as the process: keep the garbage collector from
+        # re-scanning it on every full collection (a batch allocates thousands of objects).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -227,34 +242,33 @@ def create_app(
 
     app = FastAPI(title="qanat ingest API", version="0.1.0", lifespan=lifespan)
     app.state.authenticator = authenticator  # for the read routes' require("read")
+    app.state.limiter = limiter
     install_error_handlers(app)
+    app.include_router(ws_ingest_router(kafka.topics, settings, authenticator, limiter))
 
     async def publish(
-        request: Request,
-        vertical: str,
-        type_: str,
-        records: Sequence[Any],
-        values: Sequence[bytes] | None = None,
-    ) -> tuple[str, list[RawEvent]]:
-        if values is None:
-            values = [orjson.dumps(record) for record in records]
-        ingestion_id, events = build_raw_events(values, vertical, type_, SOURCE_NAME, records)
-        publisher = request.app.state.publisher
-        summary = ingestion_summary(ingestion_id, vertical, type_, SOURCE_NAME, len(events))
-        acks = publisher.acks()  # one wait for the events and the summary after them
-        try:
-            for event in events:
-                await publisher.produce(kafka.topics.raw, event, acks)
-            await publisher.produce(kafka.topics.ingestions, summary, acks)
-        finally:
-            await publisher.wait(acks)
-        return ingestion_id, events
+        request: Request, vertical: str, type_: str, records: list[Any], values: list[bytes]
+    ) -> tuple[str, list[str]]:
+        return await publish_records(
+            request.app.state.publisher,
+            kafka.topics,
+            vertical,
+            type_,
+            records,
+            values,
+            settings.queue_full_wait_s,
+        )
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=HEALTH_RESPONSES)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/api/v1/ingest/{vertical}/{type}/batch", status_code=202, openapi_extra=BATCH_DOC)
+    @app.post(
+        "/api/v1/ingest/{vertical}/{type}/batch",
+        status_code=202,
+        openapi_extra=BATCH_DOC,
+        responses=INGEST_BATCH_RESPONSES,
+    )
     async def ingest_batch(
         vertical: str, type: str, request: Request, _key: ApiKey | None = writer
     ) -> dict[str, Any]:
@@ -262,18 +276,24 @@ def create_app(
         acknowledged every record."""
         vertical, type_ = identifier("vertical", vertical), identifier("type", type)
         check_content_type(request)
-        records = parse_batch(
+        values, keys = parse_batch(
             await read_body(request, settings.max_body_bytes), settings.max_records
         )
-        ingestion_id, events = await publish(request, vertical, type_, records)
-        return {"ingestion_id": ingestion_id, "record_count": len(events)}
+        ingestion_id, _ids = await publish(request, vertical, type_, keys, values)
+        return {"ingestion_id": ingestion_id, "record_count": len(values)}
 
-    @app.post("/api/v1/ingest/{vertical}/{type}/stream", status_code=202, openapi_extra=STREAM_DOC)
+    @app.post(
+        "/api/v1/ingest/{vertical}/{type}/stream",
+        status_code=202,
+        openapi_extra=STREAM_DOC,
+        responses=INGEST_STREAM_RESPONSES,
+    )
     async def ingest_stream(
         vertical: str, type: str, request: Request, _key: ApiKey | None = writer
     ) -> dict[str, Any]:
         """NDJSON, one object per line, read and produced as it arrives; 202 with the
-        accepted and rejected line counts once Kafka acknowledged every accepted line."""
+        accepted and rejected line counts once Kafka acknowledged every accepted line.
+        While the producer's queue is full the body is not read (TCP backpressure)."""
         vertical, type_ = identifier("vertical", vertical), identifier("type", type)
         check_stream_content_type(request)
         target = StreamTarget(
@@ -288,7 +308,12 @@ def create_app(
             request.stream(), target, settings.max_line_bytes, settings.stream_max_errors
         )
 
-    @app.post("/api/v1/ingest/{vertical}/{type}", status_code=202, openapi_extra=ONE_DOC)
+    @app.post(
+        "/api/v1/ingest/{vertical}/{type}",
+        status_code=202,
+        openapi_extra=ONE_DOC,
+        responses=INGEST_ONE_RESPONSES,
+    )
     async def ingest_one(
         vertical: str, type: str, request: Request, _key: ApiKey | None = writer
     ) -> dict[str, Any]:
@@ -297,10 +322,12 @@ def create_app(
         check_content_type(request)
         body = await read_body(request, settings.max_body_bytes)
         record = parse_object(body)
-        ingestion_id, events = await publish(request, vertical, type_, [record], [body])
-        return {"ingestion_id": ingestion_id, "record_count": 1, "event_id": _event_id(events[0])}
+        ingestion_id, ids = await publish(request, vertical, type_, [record], [body])
+        return {"ingestion_id": ingestion_id, "record_count": 1, "event_id": ids[0]}
 
-    @app.post("/api/v1/ingest", status_code=202, openapi_extra=ITEM_DOC)
+    @app.post(
+        "/api/v1/ingest", status_code=202, openapi_extra=ITEM_DOC, responses=INGEST_ONE_RESPONSES
+    )
     async def ingest_item(request: Request, key: ApiKey | None = writer) -> dict[str, Any]:
         """One item whose ``entity`` names the vertical and ``type`` the type."""
         check_content_type(request)
@@ -309,24 +336,32 @@ def create_app(
         vertical = body_identifier(item, "entity", "vertical")
         type_ = body_identifier(item, "type", "type")
         authenticator.authorize(key, "write", vertical)
-        ingestion_id, events = await publish(request, vertical, type_, [item], [body])
-        return {"ingestion_id": ingestion_id, "record_count": 1, "event_id": _event_id(events[0])}
+        ingestion_id, ids = await publish(request, vertical, type_, [item], [body])
+        return {"ingestion_id": ingestion_id, "record_count": 1, "event_id": ids[0]}
 
     @app.post(
-        "/api/v1/webhooks/ingest/{vertical}/{type}", status_code=202, openapi_extra=WEBHOOK_DOC
+        "/api/v1/webhooks/ingest/{vertical}/{type}",
+        status_code=202,
+        openapi_extra=WEBHOOK_DOC,
+        responses=WEBHOOK_RESPONSES,
     )
     async def ingest_webhook(vertical: str, type: str, request: Request) -> dict[str, Any]:
         """One record or an array of them, signed with the vertical's webhook secret (no
         API key: the signature authenticates); 202 once Kafka acknowledged them all."""
         vertical, type_ = identifier("vertical", vertical), identifier("type", type)
+        limiter.check(client_identity(None, _host(request)))
         policy = settings.webhook_policy(vertical)
         if policy is None:
             raise no_secret_error()
         check_content_type(request)
         body = await read_body(request, settings.max_body_bytes)
         check_signature(policy, request.headers, body)
-        records, values = parse_webhook_body(body, settings.max_records)
-        ingestion_id, events = await publish(request, vertical, type_, records, values)
-        return {"ingestion_id": ingestion_id, "record_count": len(events)}
+        values, keys = parse_webhook_body(body, settings.max_records)
+        ingestion_id, _ids = await publish(request, vertical, type_, keys, values)
+        return {"ingestion_id": ingestion_id, "record_count": len(values)}
 
     return app
+
+
+def _host(request: Request) -> str | None:
+    return request.client.host if request.client else None

@@ -1,10 +1,20 @@
 """Reading and checking an HTTP ingest request: its path identifiers, body size, content
-type and JSON shape; every problem is an :class:`ApiError` saying what and where."""
+type and JSON shape; every problem is an :class:`ApiError` saying what and where.
+
+A batch (or an array) is split into the exact bytes of each record without building
+Python objects for them (msgspec's ``Raw``): each record is published as the client sent
+it, and only its ``source_id`` and ``idempotency_key`` (its key) are decoded.
+
+>>> values, keys = parse_batch(b'{"records": [{"source_id": "p1", "n": [1]}, 7]}', 10)
+>>> values, keys
+([b'{"source_id": "p1", "n": [1]}', b'7'], [{'source_id': 'p1', 'idempotency_key': None}, None])
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 from fastapi import Request
 
@@ -66,36 +76,73 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body") from None
+        raise invalid_json(exc) from None
 
 
-def parse_batch(body: bytes, max_records: int) -> list[Any]:
-    parsed = parse_json(body)
+class _Keys(msgspec.Struct):
+    """What the record key is made of (:func:`pipelines.records.client_source_id`)."""
+
+    source_id: Any = None
+    idempotency_key: Any = None
+
+
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
+_KEYS = msgspec.json.Decoder(_Keys)
+Keys = dict[str, Any] | None
+"""A record's key fields (None: the record is not an object)."""
+
+
+def record_keys(raw: msgspec.Raw | bytes) -> Keys:
+    try:
+        keys = _KEYS.decode(raw)
+    except msgspec.ValidationError:
+        return None
+    return {"source_id": keys.source_id, "idempotency_key": keys.idempotency_key}
+
+
+def invalid_json(exc: Exception) -> ApiError:
+    return ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body")
+
+
+def split_records(
+    array: msgspec.Raw | bytes, max_records: int, location: str
+) -> tuple[list[bytes], list[Keys]]:
+    """The exact bytes and the key fields of each element of a JSON array (already known
+    to be valid JSON); 422 if it is not an array, 413 beyond ``max_records``."""
+    try:
+        elements = _ELEMENTS.decode(array)
+    except msgspec.ValidationError as exc:
+        field = location.rpartition(".")[2]
+        code = f"invalid_{field}" if field != "body" else "invalid_body"
+        raise ApiError(422, code, f"{field} must be a list: {exc}", location) from None
+    if len(elements) > max_records:
+        raise ApiError(
+            413,
+            "too_many_records",
+            f"{len(elements)} records, at most {max_records} per request",
+            location,
+        )
+    return [bytes(element) for element in elements], [record_keys(e) for e in elements]
+
+
+def parse_batch(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]:
+    """The records of ``{"records": [...]}`` or ``{"items": [...]}``: their exact bytes
+    and key fields."""
     expected = 'expected an object {"records": [...]} or {"items": [...]}'
-    if not isinstance(parsed, dict):
-        raise ApiError(422, "invalid_body", f"{expected}, got {type(parsed).__name__}", "body")
-    present = [key for key in BATCH_KEYS if key in parsed]
+    try:
+        fields = _FIELDS.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, "invalid_body", f"{expected}: {exc}", "body") from None
+    except msgspec.DecodeError as exc:
+        raise invalid_json(exc) from None
+    present = [key for key in BATCH_KEYS if key in fields]
     if not present:
         raise ApiError(422, "invalid_body", f"{expected}: neither field is there", "body")
     if len(present) > 1:
         raise ApiError(422, "invalid_body", f"{expected}: not both", "body")
     key = present[0]
-    records = parsed[key]
-    if not isinstance(records, list):
-        raise ApiError(
-            422,
-            f"invalid_{key}",
-            f"{key} must be a list, got {type(records).__name__}",
-            f"body.{key}",
-        )
-    if len(records) > max_records:
-        raise ApiError(
-            413,
-            "too_many_records",
-            f"{len(records)} records, at most {max_records} per request",
-            f"body.{key}",
-        )
-    return records
+    return split_records(fields[key], max_records, f"body.{key}")
 
 
 def parse_object(body: bytes) -> dict[str, Any]:

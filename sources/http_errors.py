@@ -10,6 +10,7 @@ errors add fields (a failed stream says how far it got).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.errors import RetriableError
+from sources.base import QueueFullError
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +59,34 @@ class ApiError(Exception):
         )
         response.headers.update(self.headers)
         if self.retry_after is not None:
-            response.headers["Retry-After"] = str(max(1, int(self.retry_after)))
+            response.headers["Retry-After"] = retry_after_header(self.retry_after)
         return response
+
+    def message_body(self) -> dict[str, Any]:
+        """The error as a WebSocket message: the JSON error body, with ``retry_after``."""
+        body: dict[str, Any] = orjson.loads(self.response().body)
+        if self.retry_after is not None:
+            body["retry_after"] = int(retry_after_header(self.retry_after))
+        return body
+
+
+def retry_after_header(seconds: float) -> str:
+    """Whole seconds, rounded up, at least 1."""
+    return str(max(1, math.ceil(seconds)))
 
 
 def kafka_unavailable(exc: RetriableError, extra: dict[str, Any] | None = None) -> ApiError:
-    """The 503 for data Kafka did not acknowledge: the client must retry it."""
+    """The 503 for data Kafka did not acknowledge: the client must retry it; the 429 when
+    the producer's local queue is full (:class:`sources.base.QueueFullError`)."""
+    if isinstance(exc, QueueFullError):
+        return ApiError(
+            429,
+            "queue_full",
+            "the service's Kafka producer queue is full; the records were not stored, retry later",
+            None,
+            extra=extra,
+            retry_after=exc.retry_after,
+        )
     return ApiError(
         503,
         "kafka_unavailable",
@@ -82,7 +106,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RetriableError)
     async def unavailable(_request: Request, exc: RetriableError) -> Response:
-        logger.warning("503: %s", exc)
+        logger.warning("Kafka: %s", exc)
         return kafka_unavailable(exc).response()
 
     @app.exception_handler(RequestValidationError)

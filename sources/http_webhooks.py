@@ -21,7 +21,7 @@ webhooks are accepted only for a vertical without a secret, and only when
 >>> body, secret = b'{"name": "a"}', "s3cret"
 >>> header = "sha256=" + hmac.new(secret.encode(), body, "sha256").hexdigest()
 >>> check_signature(WebhookPolicy(secret, "sha256"), {"x-webhook-signature": header}, body, 0)
->>> split_array(b'[{"a": "],["}, {"b": [1, 2]} ]')
+>>> parse_webhook_body(b'[{"a": "],["}, {"b": [1, 2]} ]', 10)[0]
 [b'{"a": "],["}', b'{"b": [1, 2]}']
 """
 
@@ -32,12 +32,13 @@ import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
+import msgspec
 
-from sources.http_body import parse_json
+from sources.http_body import Keys, invalid_json, record_keys, split_records
 from sources.http_errors import ApiError
+
+_ANY = msgspec.json.Decoder(msgspec.Raw)
 
 SCHEMES = ("sha256", "segment")
 SIGNATURE_HEADERS = {"sha256": "x-webhook-signature", "segment": "x-signature"}
@@ -126,70 +127,20 @@ def no_secret_error() -> ApiError:
     )
 
 
-def split_array(body: bytes) -> list[bytes]:
-    """The exact bytes of each element of a JSON array (``body`` must be valid JSON, e.g.
-    already parsed): a scan for the commas at depth 1, outside strings."""
-    elements: list[bytes] = []
-    depth, in_string, escaped, start = 0, False, False, -1
-    for index, byte in enumerate(body):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in b"[{":
-            depth += 1
-            if depth == 1:
-                start = index + 1
-        elif byte in b"]}":
-            if depth == 1:
-                _append(elements, body[start:index])
-            depth -= 1
-        elif byte == 0x2C and depth == 1:  # comma
-            _append(elements, body[start:index])
-            start = index + 1
-    return elements
-
-
-def _append(elements: list[bytes], element: bytes) -> None:
-    element = element.strip()
-    if element:
-        elements.append(element)
-
-
-def parse_webhook_body(body: bytes, max_records: int) -> tuple[list[Any], list[bytes]]:
-    """The records of a webhook body (an object, or an array of objects) and the exact
-    bytes of each; 400/413/422 :class:`ApiError` otherwise."""
-    parsed = parse_json(body)
-    if isinstance(parsed, dict):
-        return [parsed], [body.strip()]
-    if not isinstance(parsed, list):
-        raise ApiError(
-            422,
-            "invalid_body",
-            f"expected an object or an array of objects, got {type(parsed).__name__}",
-            "body",
-        )
-    if len(parsed) > max_records:
-        raise ApiError(
-            413,
-            "too_many_records",
-            f"{len(parsed)} records, at most {max_records} per request",
-            "body",
-        )
-    for index, record in enumerate(parsed):
-        if not isinstance(record, dict):
-            raise ApiError(
-                422,
-                "invalid_record",
-                f"expected an object, got {type(record).__name__}",
-                f"body.{index}",
-            )
-    values = split_array(body)
-    if len(values) != len(parsed):  # cannot happen for valid JSON; never publish wrong bytes
-        values = [orjson.dumps(record) for record in parsed]
-    return parsed, values
+def parse_webhook_body(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]:
+    """The records of a webhook body (an object, or an array of objects): the exact bytes
+    and the key fields of each; 400/413/422 :class:`ApiError` otherwise."""
+    try:
+        _ANY.decode(body)  # valid JSON?
+    except msgspec.DecodeError as exc:
+        raise invalid_json(exc) from None
+    start = body.lstrip()[:1]
+    if start == b"{":
+        return [body.strip()], [record_keys(body)]
+    if start != b"[":
+        raise ApiError(422, "invalid_body", "expected an object or an array of objects", "body")
+    values, keys = split_records(body, max_records, "body")
+    for index, record_key in enumerate(keys):
+        if record_key is None:
+            raise ApiError(422, "invalid_record", "expected an object", f"body.{index}")
+    return values, keys

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks import http_ingest
+from benchmarks import http_ingest, http_ingest_service, http_ingest_stream
 from benchmarks.common import BenchContext
 from benchmarks.run import BENCHMARKS
 from pipelines.topics import decode_headers
@@ -20,11 +20,11 @@ def test_both_benchmarks_are_registered() -> None:
 
 def test_ndjson_lines_are_objects_of_the_exact_size_with_unique_source_ids() -> None:
     lines = 3_000  # more than TEMPLATES, across several chunks
-    chunks = list(http_ingest.ndjson_chunks(lines))
+    chunks = list(http_ingest_stream.ndjson_chunks(lines))
     assert len(chunks) > 1
-    assert all(len(chunk) <= http_ingest.CHUNK_BYTES for chunk in chunks)
+    assert all(len(chunk) <= http_ingest_stream.CHUNK_BYTES for chunk in chunks)
     body = b"".join(chunks)
-    assert len(body) == lines * http_ingest.LINE_BYTES
+    assert len(body) == lines * http_ingest_stream.LINE_BYTES
     parsed = [orjson.loads(line) for line in body.splitlines()]
     assert len(parsed) == lines
     assert all(isinstance(obj, dict) and obj["name"] for obj in parsed)
@@ -32,8 +32,8 @@ def test_ndjson_lines_are_objects_of_the_exact_size_with_unique_source_ids() -> 
 
 
 def test_ndjson_generation_is_lazy() -> None:
-    chunks = http_ingest.ndjson_chunks(10**12)  # would never fit in memory
-    assert len(next(chunks)) <= http_ingest.CHUNK_BYTES
+    chunks = http_ingest_stream.ndjson_chunks(10**12)  # would never fit in memory
+    assert len(next(chunks)) <= http_ingest_stream.CHUNK_BYTES
 
 
 def _ctx(tmp_path: Path, records: int | None) -> BenchContext:
@@ -41,12 +41,13 @@ def _ctx(tmp_path: Path, records: int | None) -> BenchContext:
 
 
 def test_stream_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(http_ingest.SIZE_ENV, raising=False)
-    assert http_ingest.stream_lines(_ctx(tmp_path, 123)) == 123
-    default = http_ingest.stream_lines(_ctx(tmp_path, None))
-    assert default * http_ingest.LINE_BYTES == 1024**3
-    monkeypatch.setenv(http_ingest.SIZE_ENV, "2")
-    assert http_ingest.stream_lines(_ctx(tmp_path, None)) * http_ingest.LINE_BYTES == 2 * 1024**2
+    monkeypatch.delenv(http_ingest_stream.SIZE_ENV, raising=False)
+    assert http_ingest_stream.stream_lines(_ctx(tmp_path, 123)) == 123
+    default = http_ingest_stream.stream_lines(_ctx(tmp_path, None))
+    assert default * http_ingest_stream.LINE_BYTES == 1024**3
+    monkeypatch.setenv(http_ingest_stream.SIZE_ENV, "2")
+    two_mb = http_ingest_stream.stream_lines(_ctx(tmp_path, None))
+    assert two_mb * http_ingest_stream.LINE_BYTES == 2 * 1024**2
 
 
 def test_batches_and_baseline_events_match_what_the_service_makes() -> None:
@@ -67,13 +68,42 @@ def test_batches_and_baseline_events_match_what_the_service_makes() -> None:
 
 
 def test_rss_of_this_process() -> None:
-    assert 1024 * 1024 < http_ingest.rss_bytes(os.getpid()) < 64 * 1024**3
+    assert 1024 * 1024 < http_ingest_service.rss_bytes(os.getpid()) < 64 * 1024**3
 
 
 def test_timeline_keeps_the_last_sample() -> None:
     samples = [(i * 0.2, (100 + i) * 1024 * 1024) for i in range(55)]
-    picked = http_ingest.timeline(samples, points=10)
+    picked = http_ingest_stream.timeline(samples, points=10)
     assert picked[0] == [0.0, 100.0]
     assert picked[-1] == [10.8, 154.0]
     assert len(picked) <= 12
-    assert http_ingest.timeline([]) == []
+    assert http_ingest_stream.timeline([]) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "met"), [(98.6, True), (100.0, False), (250.0, False), (None, None)]
+)
+def test_the_memory_target_is_judged_on_the_value(value: float | None, met: bool | None) -> None:
+    from benchmarks.common import target_met
+
+    assert target_met(0.1, http_ingest_stream.TARGET_STREAM, value) is met
+
+
+def test_results_md_fills_met_for_the_memory_target(tmp_path: Path) -> None:
+    from benchmarks import common
+
+    result = common.make_result(
+        http_ingest_stream.NAME_STREAM,
+        "MB RSS growth",
+        42.0,
+        http_ingest_stream.BASELINE_STREAM,
+        1024.0,
+        http_ingest_stream.TARGET_STREAM,
+    )
+    common.write_result(result, tmp_path)
+    row = next(
+        line
+        for line in common.render_markdown(common.load_results(tmp_path)).splitlines()
+        if line.startswith("| ndjson_stream_memory")
+    )
+    assert "| yes |" in row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -93,3 +94,53 @@ def test_bad_requests_are_json_400s(
     error = response.json()["error"]
     assert (error["code"], error["location"]) == (code, location)
     assert set(error) == {"code", "message", "location", "details"}
+
+
+def test_schema_routes_need_admin_to_register_and_read_to_read(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """With API keys: PUT needs the admin scope on the vertical, GET the read scope."""
+    from sources.auth import SQLiteKeyStore, create_key
+    from sources.http import HttpSourceSettings, create_app
+
+    store = SQLiteKeyStore(tmp_path / "keys.db")
+    keys = {
+        name: create_key(store, name, scopes, verticals)[1]
+        for name, scopes, verticals in (
+            ("admin", ["admin"], ["shop"]),
+            ("admin_news", ["admin", "read"], ["news"]),
+            ("writer", ["write"], ["shop"]),
+            ("reader", ["read"], ["shop"]),
+        )
+    }
+    app = create_app(kafka, HttpSourceSettings(auth="keys"), keys=store)
+    authenticator = app.state.authenticator
+    registry = SchemaRegistry(kafka)
+    app.include_router(
+        control_router(
+            kafka,
+            registry,
+            read_auth=authenticator.require("read"),
+            admin_auth=authenticator.require("admin"),
+        )
+    )
+
+    def bearer(name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {keys.get(name, name)}"}
+
+    try:
+        with TestClient(app) as client:
+            assert client.put(URL, json=SCHEMA).status_code == 401
+            assert client.put(URL, json=SCHEMA, headers=bearer("qk_00_nope")).status_code == 401
+            for refused in ("writer", "reader", "admin_news"):
+                response = client.put(URL, json=SCHEMA, headers=bearer(refused))
+                assert response.status_code == 403, refused
+                assert response.json()["error"]["code"] == "forbidden"
+            assert client.put(URL, json=SCHEMA, headers=bearer("admin")).status_code == 201
+            for url in (URL, f"{URL}/versions/1"):
+                assert client.get(url).status_code == 401
+                for refused in ("writer", "admin", "admin_news"):
+                    assert client.get(url, headers=bearer(refused)).status_code == 403
+                assert client.get(url, headers=bearer("reader")).status_code == 200
+    finally:
+        registry.close()

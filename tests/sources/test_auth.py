@@ -61,7 +61,7 @@ def test_scopes_and_verticals(store: SQLiteKeyStore) -> None:
     every, _ = create_key(store, "all", ["read", "write"], None)
     assert every.allows("read", "anything")
     assert {k.id: k.verticals for k in store.list_keys()}[every.id] is None
-    for scopes, verticals in ((["admin"], ["shop"]), ([], ["shop"]), (["read"], ["Bad!"])):
+    for scopes, verticals in ((["root"], ["shop"]), ([], ["shop"]), (["read"], ["Bad!"])):
         with pytest.raises(ValueError):
             create_key(store, "k", scopes, verticals)
 

@@ -2,11 +2,10 @@
 
 The service runs under uvicorn on loopback (``tests.sources.http_server.serve``) so every
 generated request goes through a real socket, the app's lifespan (topics, producer) included.
-Checks: no 5xx (``not_a_server_error``); the response's content type and headers conform to
-the spec. Status codes and 4xx bodies are not checked against the spec: the app documents
-only 202 (and FastAPI's default 422) while its errors are the documented 4xx of
-``sources.http_errors`` with their own body. Bounded: few examples per operation, a timeout
-per request, no Hypothesis database.
+Checks: no 5xx (``not_a_server_error``); the response's status code, content type, headers
+(``Retry-After`` on a 429 or 503) and body conform to the spec: every route documents its
+202 body and its 4xx errors with the error body of ``sources.http_errors``. Bounded: few
+examples per operation, a timeout per request, no Hypothesis database.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
 )
 
 from pipelines.config import KafkaSettings
@@ -31,7 +32,13 @@ pytestmark = pytest.mark.integration
 
 MAX_EXAMPLES = 40
 REQUEST_TIMEOUT_S = 15.0
-CHECKS = [not_a_server_error, content_type_conformance, response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 # The NDJSON stream's body is a string in the spec: send it as the raw text it is.
 schemathesis.serializer.alias(["application/x-ndjson", "application/jsonl"], "text/plain")
