@@ -1,0 +1,334 @@
+"""``qanat import``: publish a CSV, NDJSON or JSON-array file to the raw topic.
+
+The file is read incrementally (:mod:`sources.files_readers`), each record shaped by the
+column mapping and casts (:mod:`sources.files_mapping`) and produced under one ingestion
+id; once every record is acknowledged, the ingestion summary goes to the ingestions topic.
+
+An interrupted import run again duplicates nothing:
+
+* every record is keyed deterministically: its ``source_id`` (mapped or its own), else
+  ``<file id>:<record number>`` (the file id is a fingerprint of the file's size and
+  content at both ends, or ``file_id``), which is added to the record as its
+  ``source_id``; a re-run re-keys identically, and the store's upsert makes it harmless;
+* and progress is checkpointed: every ``checkpoint_every`` records (or
+  ``checkpoint_interval_s``) the position after the last record Kafka acknowledged (with
+  every record before it) is written to ``<state dir>/<file id>.json``, without waiting
+  for the producer (:mod:`sources.files_delivery`); a re-run resumes there, under the same
+  ingestion id, and the checkpoint is removed when the import completes.
+
+A record that cannot be published (a CSV row with the wrong number of cells, a line over
+``max_record_bytes``) is reported with its line number; a line that is not JSON, or not an
+object, is published unchanged, so the transform dead-letters it with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import orjson
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from pipelines.config import KafkaSettings, QanatSettings
+from pipelines.records import client_source_id, new_id, now
+from pipelines.topics import (
+    H_CONTENT_TYPE,
+    H_EVENT_ID,
+    H_INGESTION_ID,
+    H_RECEIVED_AT,
+    H_SOURCE,
+    H_TYPE,
+    H_VERTICAL,
+)
+from sources.base import ingestion_summary
+from sources.files_delivery import Delivery, Saver
+from sources.files_mapping import Cast, RecordShaper
+from sources.files_readers import (
+    FileFormatError,
+    Position,
+    Reader,
+    ReadOptions,
+    Row,
+    detect_format,
+    open_reader,
+)
+from sources.files_state import Checkpoint, EventIds, fingerprint
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "file"
+POLL_EVERY = 1_000  # records between producer polls, progress updates and checkpoint checks
+
+
+class FileImportSettings(QanatSettings):
+    """How ``qanat import`` reads and publishes a file (the CLI options override these)."""
+
+    yaml_section: ClassVar[str] = "import"
+    model_config = SettingsConfigDict(env_prefix="QANAT_IMPORT_", extra="forbid")
+
+    format: Literal["auto", "csv", "ndjson", "json"] = Field(
+        "auto", description="File format; auto: from the extension (.csv, .ndjson/.jsonl, .json)."
+    )
+    mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description="Record field -> the column it comes from (e.g. name: title, source_id: id).",
+        examples=[{"name": "title", "source_id": "id"}],
+    )
+    cast: dict[str, Cast] = Field(
+        default_factory=dict,
+        description="Field (after mapping) -> str, int, float, bool or json, for text cells.",
+        examples=[{"price": "float", "in_stock": "bool"}],
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV cell delimiter.")
+    encoding: str = Field("utf-8", description="Text encoding of a CSV file.")
+    json_items: str = Field(
+        "item",
+        description="ijson prefix of the records in a JSON file: item for a top-level array, "
+        "records.item for {'records': [...]}.",
+    )
+    file_id: str | None = Field(
+        None,
+        description="Names the file in record keys and checkpoints instead of its fingerprint.",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+    )
+    checkpoint_every: int = Field(
+        50_000, ge=1, description="Records between checkpoints (of what Kafka acknowledged)."
+    )
+    checkpoint_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between checkpoints, at most."
+    )
+    max_record_bytes: int = Field(
+        1_000_000, ge=1, description="A longer line is reported instead of published."
+    )
+    delivery_timeout_s: float = Field(
+        60.0, gt=0, description="How long Kafka may take to acknowledge a record."
+    )
+
+
+@dataclass
+class ImportReport:
+    """What an import did; ``produced`` counts the records of every run of the file."""
+
+    ingestion_id: str
+    file_id: str
+    format: str
+    resumed_after: int = 0
+    read: int = 0
+    produced: int = 0
+    rejected: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    completed: bool = False
+    seconds: float = 0.0
+    max_errors: ClassVar[int] = 100
+
+    def reject(self, row: Row, message: str) -> None:
+        self.rejected += 1
+        logger.warning("record %d (line %d) not imported: %s", row.number, row.line, message)
+        if len(self.errors) < self.max_errors:
+            self.errors.append({"record": row.number, "line": row.line, "message": message})
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "ingestion_id": self.ingestion_id,
+            "file_id": self.file_id,
+            "format": self.format,
+            "completed": self.completed,
+            "resumed_after": self.resumed_after,
+            "read": self.read,
+            "produced": self.produced,
+            "rejected": self.rejected,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class Progress:
+    """Told how far the import got; the CLI shows it (a rich bar, or plain lines)."""
+
+    def start(self, total_bytes: int, offset: int, records: int) -> None:
+        """Called once, before the first record."""
+
+    def update(self, offset: int, records: int) -> None:
+        """Called every few thousand records."""
+
+    def finish(self, offset: int, records: int) -> None:
+        """Called once at the end, complete or not."""
+
+
+class FileImporter:
+    """Publishes one file's records to the raw topic (see the module's docstring).
+
+    >>> from pathlib import Path
+    >>> from pipelines.config import KafkaSettings
+    >>> importer = FileImporter(KafkaSettings(), FileImportSettings(mapping={"name": "title"}),
+    ...                         Path("products.csv"), "shop", "product", Path(".qanat/imports"))
+    >>> importer.format
+    'csv'
+
+    ``importer.run()`` (with a broker at ``kafka.bootstrap_servers``) returns the
+    :class:`ImportReport`; ``qanat import products.csv --vertical shop --type product
+    --map name=title`` does the same with a progress bar.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: FileImportSettings,
+        path: Path,
+        vertical: str,
+        type_: str,
+        state_dir: Path,
+    ) -> None:
+        self.kafka = kafka
+        self.settings = settings
+        self.path = path
+        self.vertical = vertical
+        self.type = type_
+        self.state_dir = state_dir
+        self.format = detect_format(path.name) if settings.format == "auto" else settings.format
+        self.shaper = RecordShaper(settings.mapping, settings.cast)
+        self._file_id = settings.file_id or ""
+        self._renamed = self.format == "csv"  # the CSV reader renames the header once
+        self._reshape = bool(self.shaper.casts) or (bool(self.shaper.rename) and not self._renamed)
+        self._keep_raw = self.format == "ndjson" and not self.shaper.changes_rows
+
+    def _options(self) -> ReadOptions:
+        s = self.settings
+        rename = self.shaper.rename if self.format == "csv" else {}
+        return ReadOptions(s.delimiter, s.encoding, s.json_items, s.max_record_bytes, rename)
+
+    def _digest(self) -> str:
+        relevant = self.settings.model_dump(
+            exclude={"checkpoint_every", "checkpoint_interval_s", "delivery_timeout_s"}
+        )
+        relevant |= {"vertical": self.vertical, "type": self.type, "format": self.format}
+        relevant |= {"topic": self.kafka.topics.raw}
+        return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    def run(self, progress: Progress | None = None, restart: bool = False) -> ImportReport:
+        """Import the file (resuming an interrupted import unless ``restart``); raise
+        RetriableError if Kafka fails, FileFormatError if the file breaks off, and
+        KeyboardInterrupt when interrupted, each after checkpointing what was acknowledged."""
+        progress = progress or Progress()
+        self._file_id = self.settings.file_id or fingerprint(self.path)
+        checkpoint = Checkpoint(self.state_dir, self._file_id, self._digest())
+        resumed = None if restart else checkpoint.load()
+        ingestion_id, start, produced = resumed or (new_id(), Position(), 0)
+        report = ImportReport(ingestion_id, self._file_id, self.format, start.number)
+        report.produced = produced
+        if resumed:
+            logger.info("resuming %s after record %d", self.path, start.number)
+        delivery = Delivery(self.kafka, self.settings.delivery_timeout_s)
+        saver = Saver(
+            checkpoint,
+            ingestion_id,
+            self.settings.checkpoint_every,
+            self.settings.checkpoint_interval_s,
+        )
+        began = time.monotonic()
+        with self.path.open("rb") as raw:
+            reader = open_reader(self.format, raw, self._options(), start)
+            progress.start(self.path.stat().st_size, reader.offset, report.produced)
+            try:
+                self._publish_all(reader, report, delivery, saver, progress)
+                summary = ingestion_summary(
+                    ingestion_id, self.vertical, self.type, SOURCE, report.produced
+                )
+                topic = self.kafka.topics.ingestions
+                delivery.produce(topic, summary.value, summary.key.encode(), [])
+                delivery.flush()
+            except (KeyboardInterrupt, FileFormatError):
+                saver.save(delivery, report.produced)
+                raise
+            finally:
+                delivery.producer.flush(delivery.timeout_s)
+                report.seconds = time.monotonic() - began
+                progress.finish(reader.offset, report.produced)
+        checkpoint.remove()
+        report.completed = True
+        return report
+
+    def _publish_all(
+        self,
+        reader: Reader,
+        report: ImportReport,
+        delivery: Delivery,
+        saver: Saver,
+        progress: Progress,
+    ) -> None:
+        head = [
+            (H_VERTICAL, self.vertical.encode()),
+            (H_TYPE, self.type.encode()),
+            (H_SOURCE, SOURCE.encode()),
+            (H_INGESTION_ID, report.ingestion_id.encode()),
+        ]
+        tail = [(H_RECEIVED_AT, now().encode()), (H_CONTENT_TYPE, b"application/json")]
+        topic, key_prefix = self.kafka.topics.raw, f"{self.vertical}/{self.type}/"
+        produce, event_ids = delivery.producer.produce, EventIds()
+        prefix, count = event_ids.prefix, event_ids.count
+        read, produced = report.read, report.produced
+        chunk = delivery.chunk
+        try:
+            for row in reader.rows():
+                read += 1
+                event = self._event(row, report)
+                if event is not None:
+                    count = (count + 1) & 0xFFFF_FFFF_FFFF  # EventIds.next, inlined
+                    event_id = f"{prefix}{count:012x}".encode()
+                    headers = [*head, (H_EVENT_ID, event_id), *tail]
+                    key = (key_prefix + event[1]).encode()
+                    try:
+                        produce(topic, event[0], key, headers=headers, on_delivery=chunk)
+                        chunk.pending += 1
+                    except BufferError:
+                        delivery.produce(topic, event[0], key, headers)
+                    produced += 1
+                saver.row = row
+                if read % POLL_EVERY == 0:
+                    report.read, report.produced = read, produced
+                    saver.mark(delivery, read, produced)
+                    chunk = delivery.chunk
+                    progress.update(reader.offset, produced)
+                    tail = [(H_RECEIVED_AT, now().encode()), tail[1]]
+        finally:
+            report.read, report.produced = read, produced
+
+    def _event(self, row: Row, report: ImportReport) -> tuple[bytes, str] | None:
+        """(value, source id) to publish for ``row``, or None when it is reported instead.
+
+        The value is the record shaped by the mapping and casts, with its position's key
+        as ``source_id`` when it has none; an NDJSON line nothing changes goes unchanged,
+        and so does a line that is not a JSON object (the transform dead-letters it)."""
+        if row.error is not None:
+            report.reject(row, row.error)
+            return None
+        obj = row.obj
+        if type(obj) is not dict:  # not JSON, or not an object
+            return row.raw or orjson.dumps(obj), self._position_key(row)
+        if self._reshape:
+            obj = self.shaper.shape(obj, renamed=self._renamed)
+        source_id = client_source_id(obj)
+        value: bytes | None = row.raw if self._keep_raw else None
+        if source_id is None:
+            source_id = self._position_key(row)
+            if "source_id" not in obj and "idempotency_key" not in obj:
+                obj["source_id"] = source_id
+                value = None
+        if value is None:
+            try:
+                value = orjson.dumps(obj)
+            except (TypeError, UnicodeError) as exc:  # orjson: e.g. invalid UTF-8 in a cell
+                report.reject(row, f"cannot be serialized as JSON: {exc}")
+                return None
+        if len(value) > self.settings.max_record_bytes:
+            report.reject(row, f"the record is over {self.settings.max_record_bytes} bytes")
+            return None
+        return value, source_id
+
+    def _position_key(self, row: Row) -> str:
+        return f"{self._file_id}:{row.number}"

@@ -1,0 +1,151 @@
+"""Delivery tracking and checkpoints of ``qanat import``, without stalling the producer.
+
+Records are produced in chunks (a chunk ends every few thousand records); every record's
+delivery report counts down its chunk. A checkpoint is the position after the newest chunk
+whose records, and every earlier chunk's, Kafka acknowledged: the import never waits for
+it, so the producer's queue stays full. Only an interruption flushes, to checkpoint the
+very last record.
+
+>>> chunk = Chunk()
+>>> chunk.pending = 2
+>>> chunk(None, None); chunk(None, None); chunk.pending
+0
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+from pipelines.config import KafkaSettings
+from pipelines.errors import RetriableError
+from pipelines.topics import Headers
+from sources.files_readers import Position, Row
+from sources.files_state import Checkpoint
+
+
+class Chunk:
+    """The delivery reports of the records produced between two marks (the producer calls
+    it once per record, from ``poll`` in the importing thread)."""
+
+    __slots__ = ("error", "pending", "produced", "row")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.error: KafkaError | None = None
+        self.row: Row | None = None
+        self.produced = 0
+
+    def __call__(self, error: KafkaError | None, _message: Any) -> None:
+        self.pending -= 1
+        if error is not None and self.error is None:
+            self.error = error
+
+
+class Delivery:
+    """An idempotent producer and the chunks of records it has not yet had reported."""
+
+    def __init__(self, kafka: KafkaSettings, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.producer = Producer(
+            kafka.client(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "message.timeout.ms": int(timeout_s * 1000),
+                    "queue.buffering.max.kbytes": 65_536,  # flat memory on a big file
+                }
+            )
+        )
+        self.chunk = Chunk()
+        self._sealed: deque[Chunk] = deque()
+
+    def produce(self, topic: str, value: bytes, key: bytes, headers: Headers) -> None:
+        """Produce one record in the current chunk, waiting while the local queue is full."""
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=self.chunk)
+                self.chunk.pending += 1
+                return
+            except BufferError:  # the local queue is full: serve reports, which drain it
+                self.producer.poll(0.005)
+
+    def seal(self, row: Row, produced: int) -> None:
+        """End the current chunk after ``row`` (``produced`` records so far)."""
+        chunk, self.chunk = self.chunk, Chunk()
+        chunk.row, chunk.produced = row, produced
+        self._sealed.append(chunk)
+
+    def acknowledged(self) -> Chunk | None:
+        """The newest sealed chunk that, with every earlier one, was acknowledged (None if
+        none newly was); RetriableError if Kafka failed a record."""
+        self.producer.poll(0)
+        newest = None
+        while self._sealed and self._sealed[0].pending == 0:
+            chunk = self._sealed.popleft()
+            self._raise(chunk.error)
+            newest = chunk
+        return newest
+
+    def flush(self) -> None:
+        """Wait for every report; RetriableError unless Kafka acknowledged every record."""
+        remaining = self.producer.flush(self.timeout_s)
+        for chunk in [*self._sealed, self.chunk]:
+            self._raise(chunk.error)
+        self._sealed.clear()
+        if remaining:
+            raise RetriableError(f"Kafka did not acknowledge {remaining} records in time")
+
+    @staticmethod
+    def _raise(error: KafkaError | None) -> None:
+        if error is not None:
+            raise RetriableError(f"Kafka did not acknowledge a record: {error.str()}")
+
+
+class Saver:
+    """Writes the checkpoint: every ``every`` records or ``interval_s`` seconds, the position
+    after the last acknowledged chunk; on :meth:`save`, after a flush, the last record's."""
+
+    def __init__(
+        self, checkpoint: Checkpoint, ingestion_id: str, every: int, interval_s: float
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.ingestion_id = ingestion_id
+        self.every = every
+        self.interval_s = interval_s
+        self.row: Row | None = None
+        """The last record handed to the producer (or reported)."""
+        self._acknowledged: Chunk | None = None
+        self._read_at_save = 0
+        self._at = time.monotonic()
+
+    def mark(self, delivery: Delivery, read: int, produced: int) -> None:
+        """End a chunk at the last record; checkpoint what is acknowledged when due."""
+        if self.row is None:
+            return
+        delivery.seal(self.row, produced)
+        newest = delivery.acknowledged()
+        if newest is not None:
+            self._acknowledged = newest
+        due = read - self._read_at_save >= self.every
+        if due or time.monotonic() - self._at >= self.interval_s:
+            chunk = self._acknowledged
+            if chunk is not None and chunk.row is not None:
+                self._write(chunk.row, chunk.produced)
+            self._read_at_save, self._at = read, time.monotonic()
+
+    def save(self, delivery: Delivery, produced: int) -> None:
+        """Flush, then checkpoint the last record (an interruption's last act)."""
+        if self.row is None:
+            return
+        delivery.flush()
+        self._write(self.row, produced)
+
+    def _write(self, row: Row, produced: int) -> None:
+        position = Position(row.number, row.line, row.end)
+        self.checkpoint.save(self.ingestion_id, position, produced)
