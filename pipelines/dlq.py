@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,12 +18,14 @@ from pipelines.topics import (
     H_ERROR_STAGE,
     H_ERROR_TOPIC,
     H_REPLAY_COUNT,
+    H_REPLAY_LAST_ERROR,
     Headers,
 )
 
 STAGES = ("parse", "validate", "normalize", "sink")
 _ERROR_HEADERS = frozenset(
     {
+        H_REPLAY_COUNT,
         H_ERROR_AT,
         H_ERROR_DETAILS,
         H_ERROR_OFFSET,
@@ -33,6 +36,29 @@ _ERROR_HEADERS = frozenset(
     }
 )
 MAX_REASON_LENGTH = 500
+_STAGE_VALUES = {stage: stage.encode() for stage in STAGES}
+
+
+class _ErrorClock:
+    """``now()`` as header bytes, formatted at most once per millisecond: a burst of dead
+    letters (a bad batch) would otherwise spend more on the timestamp than the rest."""
+
+    def __init__(self) -> None:
+        self._millis = -1
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        millis = time.time_ns() // 1_000_000
+        if millis != self._millis:
+            self._millis, self._value = millis, now().encode()
+        return self._value
+
+
+_error_at = _ErrorClock()
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def dead_letter_headers(
@@ -52,23 +78,69 @@ def dead_letter_headers(
     >>> h["qanat.error.stage"], h["qanat.error.offset"], h["qanat.replay.count"]
     (b'parse', b'7', b'0')
     """
-    if stage not in STAGES:
+    stage_value = _STAGE_VALUES.get(stage)
+    if stage_value is None:
         raise ValueError(f"unknown stage {stage!r}")
-    kept: Headers = []
+    headers: Headers = []
     replay_count = b"0"
     for name, value in original or ():
-        if name == H_REPLAY_COUNT:
-            replay_count = value if isinstance(value, bytes) else str(value).encode()
-        elif name not in _ERROR_HEADERS:
-            kept.append((name, value if isinstance(value, bytes) else str(value).encode()))
-    return [
-        *kept,
-        (H_ERROR_STAGE, stage.encode()),
-        (H_ERROR_REASON, reason[:MAX_REASON_LENGTH].encode("utf-8", errors="replace")),
+        if name not in _ERROR_HEADERS:
+            headers.append((name, value if value.__class__ is bytes else _as_bytes(value)))
+        elif name == H_REPLAY_COUNT:
+            replay_count = _as_bytes(value)
+    headers += (
+        (H_ERROR_STAGE, stage_value),
+        (H_ERROR_REASON, reason[:MAX_REASON_LENGTH].encode("utf-8", "replace")),
         (H_ERROR_DETAILS, orjson.dumps(details)),
-        (H_ERROR_AT, now().encode()),
+        (H_ERROR_AT, _error_at()),
         (H_ERROR_TOPIC, topic.encode()),
         (H_ERROR_PARTITION, str(partition).encode()),
         (H_ERROR_OFFSET, str(offset).encode()),
         (H_REPLAY_COUNT, replay_count),
-    ]
+    )
+    return headers
+
+
+_REPLAY_DROPS = _ERROR_HEADERS | {H_REPLAY_COUNT, H_REPLAY_LAST_ERROR}
+
+
+def replay_headers(original: Iterable[tuple[str, Any]] | None) -> tuple[Headers, int]:
+    """The headers a dead letter is republished with to the raw topic, and its new replay
+    count: the original headers without the error headers, ``qanat.replay.count`` plus one
+    and the error it had in ``qanat.replay.last_error`` ("<stage>: <reason>").
+
+    >>> h, n = replay_headers([("qanat.vertical", b"shop"), ("qanat.error.stage", b"parse"),
+    ...     ("qanat.error.reason", b"not JSON"), ("qanat.replay.count", b"1")])
+    >>> n, dict(h)["qanat.replay.last_error"], "qanat.error.stage" in dict(h)
+    (2, b'parse: not JSON', False)
+    """
+    kept: Headers = []
+    count = stage = reason = None
+    for pair in original or ():  # one pass, no copies: this runs once per replayed event
+        name = pair[0]
+        if name not in _REPLAY_DROPS:
+            kept.append(pair)
+        elif name == H_REPLAY_COUNT:
+            count = pair[1]
+        elif name == H_ERROR_STAGE:
+            stage = pair[1]
+        elif name == H_ERROR_REASON:
+            reason = pair[1]
+    replays = replay_count(None if count is None else _as_bytes(count)) + 1
+    kept.append((H_REPLAY_COUNT, str(replays).encode()))
+    if stage is not None or reason is not None:
+        error = _as_bytes(stage or b"") + b": " + _as_bytes(reason or b"")
+        kept.append((H_REPLAY_LAST_ERROR, error[: MAX_REASON_LENGTH * 2]))
+    return kept, replays
+
+
+def replay_count(value: bytes | str | None) -> int:
+    """A ``qanat.replay.count`` header value as a number (missing or garbled: 0).
+
+    >>> replay_count(b"2"), replay_count("x"), replay_count(None)
+    (2, 0, 0)
+    """
+    if value is None:
+        return 0
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else 0

@@ -1,10 +1,17 @@
 """The schema registry: every version of every JSON Schema, in the compacted schemas topic.
 
-One message per version, keyed ``{vertical}/{type}/{version:08d}`` (distinct keys, so
-compaction keeps them all), valued ``{"vertical", "type", "version", "schema",
-"registered_at"}``. :class:`SchemaRegistry` reads and writes it (the CLI, the control
-plane); :class:`SchemaFollower` keeps a transform replica's :class:`SchemaStore` current,
-so a new version is in use within seconds, without a restart.
+One message per proposed version, keyed ``{vertical}/{type}/{version:08d}/{proposal}``
+(distinct keys, so compaction keeps them all, in order), valued ``{"vertical", "type",
+"version", "schema", "registered_at"}``. :class:`SchemaRegistry` reads and writes it (the
+CLI, the control plane); :class:`SchemaFollower` keeps a transform replica's
+:class:`SchemaStore` current, so a new version is in use within seconds, without a restart.
+
+Two writers may propose the same version at once (two control-plane replicas): the topic
+has one partition, so its order decides. The first record of a version wins, for every
+reader; a writer reads back after writing, and if another proposal came first it tries
+the next version (or, for the same schema, takes the winner's). A record that is not a
+schema version (malformed, or a tombstone of no accepted version) is skipped with a
+warning.
 
 Neither commits offsets: each reads the whole topic from the beginning with assign + seek.
 
@@ -33,7 +40,6 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from jsonschema.exceptions import SchemaError
 
 from pipelines.config import KafkaSettings
 from pipelines.errors import FatalError, QanatError
@@ -45,8 +51,14 @@ logger = logging.getLogger(__name__)
 
 
 def schema_key(vertical: str, type_: str, version: int) -> str:
-    """The message key of one version: distinct per version, so compaction keeps each."""
+    """The key prefix of one version's proposals (a whole key before proposals had ids)."""
     return f"{vertical}/{type_}/{version:08d}"
+
+
+def proposal_key(vertical: str, type_: str, version: int, proposal: str) -> str:
+    """The message key of one proposal: distinct per writer and attempt, so compaction
+    never replaces the first proposal of a version by a later one."""
+    return f"{schema_key(vertical, type_, version)}/{proposal}"
 
 
 def _canonical(schema: Any) -> bytes:
@@ -68,6 +80,11 @@ class InvalidSchemaError(QanatError, ValueError):
 
 class RegistryUnavailableError(FatalError):
     """The schemas topic could not be read or written in time."""
+
+
+class SchemaConflictError(RegistryUnavailableError):
+    """Other writers took every version this writer proposed; nothing of it is in use.
+    Like an unavailable topic, worth a retry (the control plane answers 503)."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +217,7 @@ def _parse(message: Message) -> tuple[str, SchemaVersion | None] | None:
         return key, None
     try:
         return key, SchemaVersion.from_message(value)
-    except (ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # whatever is in the topic, the readers go on
         logger.warning("skipping schemas message %r at offset %s: %s", key, message.offset(), exc)
         return None
 
@@ -208,13 +225,15 @@ def _parse(message: Message) -> tuple[str, SchemaVersion | None] | None:
 class SchemaRegistry:
     """Reads and writes the schemas topic; thread-safe. Each read first catches up."""
 
-    def __init__(self, kafka: KafkaSettings, timeout: float = 15.0) -> None:
+    def __init__(self, kafka: KafkaSettings, timeout: float = 15.0, attempts: int = 5) -> None:
         self.kafka = kafka
         self.timeout = timeout
+        self.attempts = attempts
         self._lock = threading.Lock()
         self._reader: _TopicReader | None = None
         self._producer: Producer | None = None
         self._versions: dict[SchemaKey, dict[int, SchemaVersion]] = {}
+        self._keys: dict[tuple[str, str, int], str] = {}  # the accepted record's key
 
     # --- reading -----------------------------------------------------------------------
 
@@ -238,12 +257,36 @@ class SchemaRegistry:
             if parsed is None:
                 continue
             key, found = parsed
-            if found is None:  # a tombstone deletes the version its key names
-                parts = key.split("/")
-                if len(parts) == 3 and parts[2].isascii() and parts[2].isdigit():
-                    self._versions.get((parts[0], parts[1]), {}).pop(int(parts[2]), None)
-                continue
-            self._versions.setdefault((found.vertical, found.type), {})[found.version] = found
+            if found is None:
+                self._delete(key)
+            else:
+                self._accept(key, found)
+
+    def _accept(self, key: str, found: SchemaVersion) -> None:
+        """Keep the first record of each version; a later one lost a race, or repeats it."""
+        versions = self._versions.setdefault((found.vertical, found.type), {})
+        if found.version in versions:
+            return
+        errors = schema_errors(found.schema)
+        if errors:  # never written by a registry: it checks before it writes
+            logger.warning(
+                "skipping schemas message %r: not a valid JSON Schema: %s", key, errors[0]
+            )
+        else:
+            versions[found.version] = found
+            self._keys[(found.vertical, found.type, found.version)] = key
+
+    def _delete(self, key: str) -> None:
+        """A tombstone deletes the version whose accepted record its key names."""
+        parts = key.split("/")
+        if len(parts) in (3, 4) and parts[2].isascii() and parts[2].isdigit():
+            name = (parts[0], parts[1], int(parts[2]))
+            if self._keys.get(name) == key:
+                del self._keys[name]
+                self._versions[(name[0], name[1])].pop(name[2], None)
+                logger.info("schema %s/%s version %d deleted by a tombstone", *name)
+                return
+        logger.warning("skipping a tombstone of %r: it names no accepted schema version", key)
 
     def _latest(self, vertical: str, type_: str) -> SchemaVersion | None:
         versions = self._versions.get((vertical, type_))
@@ -287,18 +330,25 @@ class SchemaRegistry:
         if errors:
             raise InvalidSchemaError(errors)
         with self._lock:
-            self._load()
-            latest = self._latest(vertical, type_)
-            if latest is not None and _canonical(latest.schema) == _canonical(schema):
-                return latest.version, False
-            entry = SchemaVersion(
-                vertical, type_, 1 if latest is None else latest.version + 1, schema, now()
+            for _attempt in range(self.attempts):
+                self._load()
+                latest = self._latest(vertical, type_)
+                if latest is not None and _canonical(latest.schema) == _canonical(schema):
+                    return latest.version, False
+                version = 1 if latest is None else latest.version + 1
+                entry = SchemaVersion(vertical, type_, version, schema, now())
+                key = proposal_key(vertical, type_, version, uuid.uuid4().hex[:16])
+                self._produce(key, entry)
+                self._load()  # read back: the first proposal of a version wins
+                if self._keys.get((vertical, type_, version)) == key:
+                    return version, True
+                logger.info("%s/%s version %d went to another writer", vertical, type_, version)
+            raise SchemaConflictError(
+                f"{vertical}/{type_}: every version proposed in {self.attempts} attempts "
+                "went to other writers; try again"
             )
-            self._produce(entry)
-            self._versions.setdefault((vertical, type_), {})[entry.version] = entry
-            return entry.version, True
 
-    def _produce(self, entry: SchemaVersion) -> None:
+    def _produce(self, key: str, entry: SchemaVersion) -> None:
         if self._producer is None:
             self._producer = Producer(
                 self.kafka.client(
@@ -312,7 +362,7 @@ class SchemaRegistry:
         outcome: list[KafkaError | None] = []
         self._producer.produce(
             self.kafka.topics.schemas,
-            key=schema_key(entry.vertical, entry.type, entry.version).encode(),
+            key=key.encode(),
             value=orjson.dumps(entry.to_json()),
             on_delivery=lambda err, _msg: outcome.append(err),
         )
@@ -370,22 +420,25 @@ class SchemaFollower:
 
     def _apply(self, message: Message) -> None:
         parsed = _parse(message)
-        if parsed is None or parsed[1] is None:
+        if parsed is None:
             return
-        found = parsed[1]
+        key, found = parsed
+        if found is None:  # the store keeps the newest version; deleting one is no reason
+            logger.warning("skipping a tombstone of %r on the schemas topic", key)
+            return
         current = self.store.version(found.vertical, found.type)
         if current is not None and current >= found.version:
-            return
+            return  # an older version, or a later proposal of this one (it lost a race)
         try:
             self.store.put(found.vertical, found.type, found.schema, found.version)
-        except SchemaError as exc:
+        except Exception as exc:  # SchemaError, or one no validator can compile
             logger.error(
-                "schema %s/%s version %d is not valid, keeping version %s: %s",
+                "schema %s/%s version %d is not usable, keeping version %s: %s",
                 found.vertical,
                 found.type,
                 found.version,
                 current,
-                exc.message,
+                getattr(exc, "message", exc),
             )
             return
         logger.info("schema %s/%s now at version %d", found.vertical, found.type, found.version)

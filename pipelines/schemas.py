@@ -6,14 +6,15 @@ They are versioned in the registry (pipelines/registry.py, the compacted schemas
 which a :class:`SchemaStore` follows live; a directory ``{vertical}/{type}.json`` seeds it.
 
 Two validators per schema: a compiled one (jsonschema-rs) answers "valid?" on the hot
-path, and jsonschema, the reference, explains every error of an invalid record. A record
-is only ever rejected on jsonschema's word; a schema the compiled validator cannot take
-is checked by jsonschema alone. tests/pipelines/test_schemas_differential.py checks that
-the two agree.
+path and, for an invalid record, lists every error with its path; jsonschema, the
+reference, decides alone for a schema the compiled validator cannot take or may judge
+differently, and explains the errors where the two would report them differently (see
+:func:`compiled_details`). tests/pipelines/test_schemas_differential.py checks that the
+two agree on every verdict and on every error's path and keyword.
 
 >>> store = SchemaStore({("shop", "product"): {"type": "object", "required": ["price"]}})
 >>> store.validate("shop", "product", {"name": "x"})[1][0]["message"]
-"'price' is a required property"
+'"price" is a required property'
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
 import orjson
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
 
 from pipelines.errors import ConfigError
 from pipelines.records import IDENTIFIER
@@ -50,13 +49,40 @@ def json_path(parts: Iterable[str | int]) -> str:
     return path
 
 
-def _describe(error: ValidationError) -> dict[str, Any]:
-    return {
-        "path": json_path(error.absolute_path),
-        "message": error.message,
-        "validator": str(error.validator),
-        "schema_path": "/".join(str(p) for p in error.absolute_schema_path),
-    }
+def _sort_key(path: Iterable[str | int], keyword: str) -> tuple[list[str], str]:
+    return list(map(str, path)), keyword
+
+
+def _reference_errors(validator: Draft202012Validator, obj: Any) -> list[dict[str, Any]]:
+    errors = sorted(validator.iter_errors(obj), key=lambda e: _sort_key(e.path, str(e.validator)))
+    return [
+        {
+            "path": json_path(error.absolute_path),
+            "message": error.message,
+            "validator": str(error.validator),
+            "schema_path": "/".join(str(p) for p in error.absolute_schema_path),
+        }
+        for error in errors
+    ]
+
+
+def _keyword(schema_path: list[str | int]) -> str:
+    return str(schema_path[-1]) if schema_path else ""
+
+
+def _compiled_errors(validator: jsonschema_rs.Validator, obj: Any) -> list[dict[str, Any]]:
+    errors = list(validator.iter_errors(obj))
+    if len(errors) > 1:
+        errors.sort(key=lambda e: _sort_key(e.instance_path, _keyword(e.schema_path)))
+    return [
+        {
+            "path": json_path(error.instance_path),
+            "message": error.message,
+            "validator": _keyword(error.schema_path),
+            "schema_path": "/".join(map(str, error.schema_path)),
+        }
+        for error in errors
+    ]
 
 
 # Where the two validators' verdicts differ (found by the differential test), jsonschema
@@ -85,8 +111,8 @@ def _reference_only(schema: Any) -> bool:
     return False
 
 
-def compiled_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
-    """jsonschema-rs's ``is_valid`` for ``schema``, or None where jsonschema must decide alone.
+def compiled_validator(schema: dict[str, Any]) -> jsonschema_rs.Validator | None:
+    """jsonschema-rs's validator for ``schema``, or None where jsonschema must decide alone.
 
     ``format`` stays an annotation, as in jsonschema by default; no remote ``$ref`` is
     fetched, as jsonschema fetches none.
@@ -94,11 +120,41 @@ def compiled_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
     if _reference_only(schema):
         return None
     try:
-        validator = jsonschema_rs.Draft202012Validator(schema, validate_formats=False, offline=True)
+        return jsonschema_rs.Draft202012Validator(schema, validate_formats=False, offline=True)
     except (jsonschema_rs.ValidationError, ValueError) as exc:
         logger.warning("schema checked by jsonschema alone (no compiled validator): %s", exc)
         return None
-    return validator.is_valid
+
+
+def compiled_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """The compiled ``is_valid`` for ``schema``, or None where jsonschema decides alone."""
+    validator = compiled_validator(schema)
+    return None if validator is None else validator.is_valid
+
+
+# Where the compiled validator reports an error at another path or under another keyword
+# than jsonschema (found by the differential test), jsonschema explains the errors: the
+# tuple and `contains` keywords, and a `false` subschema other than additionalProperties'.
+REFERENCE_DETAIL_KEYWORDS = frozenset({"prefixItems", "contains", "minContains", "maxContains"})
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+
+
+def _reference_details(schema: Any) -> bool:
+    """Whether jsonschema, not the compiled validator, lists ``schema``'s errors."""
+    if schema is False:
+        return True
+    if isinstance(schema, list):
+        return any(_reference_details(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    for key, value in schema.items():
+        if key in REFERENCE_DETAIL_KEYWORDS:
+            return True
+        if key in _DATA_KEYWORDS or (key == "additionalProperties" and value is False):
+            continue
+        if _reference_details(value):
+            return True
+    return False
 
 
 _META_VALIDATOR = Draft202012Validator(Draft202012Validator.META_SCHEMA)
@@ -122,11 +178,25 @@ def schema_errors(schema: Any) -> list[dict[str, str]]:
     return [{"path": json_path(error.absolute_path), "message": error.message} for error in errors]
 
 
-@dataclass
 class _Entry:
-    version: int
-    validator: Draft202012Validator
-    fast_check: Callable[[Any], bool] | None
+    """One schema version's validators; ``errors`` is only asked about invalid records."""
+
+    __slots__ = ("details_compiled", "fast", "is_valid", "reference", "version")
+
+    def __init__(self, schema: dict[str, Any], version: int) -> None:
+        self.version = version
+        self.reference = Draft202012Validator(schema)
+        self.fast = compiled_validator(schema)
+        self.details_compiled = self.fast is not None and not _reference_details(schema)
+        self.is_valid: Callable[[Any], bool] = (
+            self.reference.is_valid if self.fast is None else self.fast.is_valid
+        )
+
+    def errors(self, obj: Any) -> list[dict[str, Any]]:
+        if self.details_compiled:
+            assert self.fast is not None
+            return _compiled_errors(self.fast, obj)
+        return _reference_errors(self.reference, obj)
 
 
 class SchemaStore:
@@ -140,9 +210,7 @@ class SchemaStore:
     def put(self, vertical: str, type_: str, schema: dict[str, Any], version: int = 1) -> None:
         """Register a schema; raises SchemaError with the meta-schema's reason if invalid."""
         Draft202012Validator.check_schema(schema)
-        self._entries[(vertical, type_)] = _Entry(
-            version, Draft202012Validator(schema), compiled_check(schema)
-        )
+        self._entries[(vertical, type_)] = _Entry(schema, version)
 
     def version(self, vertical: str, type_: str) -> int | None:
         """The version in use for ``vertical``/``type_``, or None when schemaless."""
@@ -162,10 +230,9 @@ class SchemaStore:
         entry = self._entries.get((vertical, type_))
         if entry is None:
             return None, []
-        if entry.fast_check is not None and entry.fast_check(obj):
+        if entry.is_valid(obj):
             return entry.version, []
-        errors = sorted(entry.validator.iter_errors(obj), key=lambda e: list(map(str, e.path)))
-        return entry.version, [_describe(error) for error in errors]
+        return entry.version, entry.errors(obj)
 
     @classmethod
     def from_directory(cls, root: Path) -> SchemaStore:

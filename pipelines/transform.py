@@ -1,9 +1,13 @@
 """The transform stage: raw events in, validated records or dead letters out.
 
 A Quix Streams application reads the raw topic as bytes. :class:`Transformer` turns each
-event into a :class:`Routed` message, pre-serialized, for the records topic or the DLQ;
-one ``to_topic`` call with a topic chosen per message produces it. Nothing a client sends
+event into a :class:`Routed` message, pre-serialized, for the records topic or the DLQ,
+which the application's producer writes from the same single step. Nothing a client sends
 can stop the application: every failure becomes a dead letter with its stage and reason.
+
+Metrics (pipelines/metrics.py): ``qanat_events{stage="transform", outcome="valid"|"invalid"}``
+per vertical/type, and ``qanat_invalid_events`` per reason code, one of
+:data:`REASON_CODES` (the ``qanat.error.reason`` header stays human text).
 
 >>> t = Transformer(SchemaStore())
 >>> meta = RawMeta("shop", "product", "http", "i1", "e1", "2026-01-01T00:00:00.000000Z")
@@ -16,28 +20,59 @@ True
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import orjson
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from quixstreams import Application, message_context
-from quixstreams.models import Topic
-from quixstreams.models.serializers import Serializer
 
 from pipelines.config import CoreSettings, KafkaSettings, QanatSettings
 from pipelines.dlq import dead_letter_headers
 from pipelines.errors import InvalidRecordError
+from pipelines.metrics import EVENTS, INVALID
 from pipelines.quixapp import quix_application
-from pipelines.records import IDENTIFIER, RawMeta, normalize
+from pipelines.records import IDENTIFIER, RawMeta, RecordError, normalize
 from pipelines.registry import follow_schemas
 from pipelines.schemas import SchemaStore
-from pipelines.topics import Headers, decode_headers, record_key
+from pipelines.topics import (
+    H_DEVICE_ID,
+    H_EVENT_ID,
+    H_INGESTION_ID,
+    H_RECEIVED_AT,
+    H_SOURCE,
+    H_TYPE,
+    H_VERTICAL,
+    Headers,
+    record_key,
+)
 
 logger = logging.getLogger(__name__)
 NO_SCHEMA = "no schema registered"
+METRICS_STAGE = "transform"
+MAX_LANES = 4096
+# The reason label of qanat_invalid_events, by stage: a small, bounded set.
+REASON_CODES = {
+    "parse": (
+        "missing_headers",
+        "invalid_header",
+        "empty",
+        "too_large",
+        "invalid_utf8",
+        "not_json",
+    ),
+    "validate": ("schema", "no_schema"),
+    "normalize": (
+        "not_object",
+        "missing_name",
+        "name_too_long",
+        "invalid_source_id",
+        "invalid_vertical_data",
+        "bad_event_time",
+        "internal",
+    ),
+}
 
 
 class TransformSettings(QanatSettings):
@@ -68,8 +103,7 @@ class TransformSettings(QanatSettings):
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Routed:
+class Routed(NamedTuple):
     """One output message, already serialized; ``dead`` picks the DLQ over records."""
 
     dead: bool
@@ -78,15 +112,44 @@ class Routed:
     headers: Headers
 
 
-class _PayloadSerializer(Serializer):
-    """Routed messages carry their bytes already; the topic only passes them on."""
+def _text(value: Any) -> str:
+    """A header value as text (bytes are UTF-8; a bad byte becomes U+FFFD)."""
+    try:
+        return str(value.decode("utf-8", "replace"))
+    except AttributeError:
+        return "" if value is None else str(value)
 
-    def __call__(self, value: Routed, ctx: Any) -> bytes | None:  # type: ignore[override]
-        return value.payload
+
+class _Lane:
+    """What every event of one vertical/type reuses: its names, its record-key prefix and
+    its metrics children (looking a labelled child up per event would cost more)."""
+
+    __slots__ = ("invalid", "key_prefix", "reasons", "type", "valid", "vertical")
+
+    def __init__(self, vertical: str, type_: str) -> None:
+        self.vertical, self.type = vertical, type_
+        self.key_prefix = record_key(vertical, type_, "")
+        labels = {"stage": METRICS_STAGE, "vertical": vertical, "type": type_}
+        self.valid = EVENTS.labels(outcome="valid", **labels)
+        self.invalid = EVENTS.labels(outcome="invalid", **labels)
+        self.reasons: dict[str, Any] = {}
+
+    def count_invalid(self, code: str) -> None:
+        child = self.reasons.get(code)
+        if child is None:
+            child = self.reasons[code] = INVALID.labels(
+                stage=METRICS_STAGE, vertical=self.vertical, type=self.type, reason=code
+            )
+        self.invalid.inc()
+        child.inc()
+
+
+# Metrics of events whose vertical or type header is missing or not an identifier.
+_UNKNOWN = "-"
 
 
 class Transformer:
-    """Validates and normalizes one raw event at a time (pure: no I/O)."""
+    """Validates and normalizes one raw event at a time (no I/O; it counts metrics)."""
 
     def __init__(
         self,
@@ -99,6 +162,8 @@ class Transformer:
         self.max_message_bytes = max_message_bytes
         self.max_name_length = max_name_length
         self.reject_schemaless = schemaless == "reject"
+        self._lanes: dict[tuple[Any, Any], _Lane] = {}
+        self._unknown: _Lane | None = None
 
     def process(
         self,
@@ -109,27 +174,39 @@ class Transformer:
         partition: int,
         offset: int,
     ) -> Routed:
+        lane = None
         try:
-            record = self._record(value, decode_headers(headers))
+            fields: dict[str, Any] = dict(headers) if headers else {}
+            lane = self._lanes.get((fields.get(H_VERTICAL), fields.get(H_TYPE)))
+            if lane is None:
+                lane = self._lane(fields)
+            record = self._record(value, fields, lane)
         except InvalidRecordError as error:
-            return self._dead(value, key, headers, error, topic, partition, offset)
+            return self._dead(value, key, headers, error, lane, (topic, partition, offset))
         except Exception as exc:  # a bug must not stop the stream: keep the event, say why
             logger.exception("unexpected error on %s[%d]@%d", topic, partition, offset)
-            internal = InvalidRecordError(
+            internal = RecordError(
                 "normalize",
+                "internal",
                 f"internal error: {type(exc).__name__}",
                 [{"path": "$", "message": str(exc)[:500]}],
             )
-            return self._dead(value, key, headers, internal, topic, partition, offset)
-        out_key = record_key(record["vertical"], record["type"], record["source_id"]).encode()
-        return Routed(False, out_key, orjson.dumps(record), list(headers or ()))
+            return self._dead(value, key, headers, internal, lane, (topic, partition, offset))
+        lane.valid.inc()
+        out_key = (lane.key_prefix + record["source_id"]).encode()
+        return Routed(False, out_key, orjson.dumps(record), headers or [])
 
-    def _record(self, value: bytes | None, headers: dict[str, str]) -> dict[str, Any]:
-        meta = RawMeta.from_headers(headers)
-        for kind in ("vertical", "type"):
-            if not IDENTIFIER.match(getattr(meta, kind)):
-                raise InvalidRecordError(
+    def _lane(self, fields: dict[str, Any]) -> _Lane:
+        """The lane of a vertical/type seen for the first time; a parse error if bad."""
+        raw = (fields.get(H_VERTICAL), fields.get(H_TYPE))
+        vertical, type_ = _text(raw[0]), _text(raw[1])
+        if not (vertical and type_):
+            RawMeta.from_headers({name: _text(value) for name, value in fields.items()})
+        for kind, name in (("vertical", vertical), ("type", type_)):
+            if not IDENTIFIER.match(name):
+                raise RecordError(
                     "parse",
+                    "invalid_header",
                     f"invalid {kind} header",
                     [
                         {
@@ -138,44 +215,97 @@ class Transformer:
                         }
                     ],
                 )
-        if value is None:
-            raise InvalidRecordError("parse", "empty message", [])
-        if len(value) > self.max_message_bytes:
-            raise InvalidRecordError(
-                "parse",
-                "message too large",
-                [{"path": "$", "message": f"{len(value)} bytes > {self.max_message_bytes}"}],
-            )
-        try:
-            obj = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRecordError(
-                "parse", "not valid JSON", [{"path": "$", "message": str(exc)}]
-            ) from None
-        version, errors = self.schemas.validate(meta.vertical, meta.type, obj)
+        if len(self._lanes) >= MAX_LANES:  # bounded, whatever the headers say
+            self._lanes.clear()
+        lane = self._lanes[raw] = _Lane(vertical, type_)
+        return lane
+
+    def _record(self, value: bytes | None, fields: dict[str, Any], lane: _Lane) -> dict[str, Any]:
+        meta = self._meta(fields, lane)
+        obj = self._parse(value)
+        version, errors = self.schemas.validate(lane.vertical, lane.type, obj)
         if version is None and self.reject_schemaless:
-            raise InvalidRecordError(
+            raise RecordError(
                 "validate",
+                "no_schema",
                 NO_SCHEMA,
-                [{"path": "$", "message": f"no schema for {meta.vertical}/{meta.type}"}],
+                [{"path": "$", "message": f"no schema for {lane.vertical}/{lane.type}"}],
             )
         if errors:
             reason = (
                 f"schema validation failed: {len(errors)} error(s), first at {errors[0]['path']}"
             )
-            raise InvalidRecordError("validate", reason, errors)
-        return normalize(obj, meta, version, self.max_name_length)
+            raise RecordError("validate", "schema", reason, errors)
+        device = fields.get(H_DEVICE_ID)
+        device_id = _text(device) if device else None
+        return normalize(obj, meta, version, self.max_name_length, device_id)
 
     @staticmethod
+    def _meta(fields: dict[str, Any], lane: _Lane) -> RawMeta:
+        source: Any
+        ingestion_id: Any
+        event_id: Any
+        received_at: Any
+        source, ingestion_id, event_id, received_at = (
+            fields.get(H_SOURCE),
+            fields.get(H_INGESTION_ID),
+            fields.get(H_EVENT_ID),
+            fields.get(H_RECEIVED_AT),
+        )
+        if not (source and ingestion_id and event_id and received_at):
+            RawMeta.from_headers({name: _text(value) for name, value in fields.items()})
+        try:  # the hot path: every value is bytes
+            return RawMeta(
+                lane.vertical,
+                lane.type,
+                source.decode("utf-8", "replace"),
+                ingestion_id.decode("utf-8", "replace"),
+                event_id.decode("utf-8", "replace"),
+                received_at.decode("utf-8", "replace"),
+            )
+        except AttributeError:
+            texts = map(_text, (source, ingestion_id, event_id, received_at))
+            return RawMeta(lane.vertical, lane.type, *texts)
+
+    def _parse(self, value: bytes | None) -> Any:
+        if value is None:
+            raise RecordError("parse", "empty", "empty message", [])
+        if len(value) > self.max_message_bytes:
+            raise RecordError(
+                "parse",
+                "too_large",
+                "message too large",
+                [{"path": "$", "message": f"{len(value)} bytes > {self.max_message_bytes}"}],
+            )
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            try:
+                bytes(value).decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise RecordError(
+                    "parse",
+                    "invalid_utf8",
+                    "not valid JSON: invalid UTF-8",
+                    [{"path": "$", "message": f"invalid UTF-8 at byte {bad.start}: {bad.reason}"}],
+                ) from None
+            raise RecordError(
+                "parse", "not_json", "not valid JSON", [{"path": "$", "message": str(exc)}]
+            ) from None
+
     def _dead(
+        self,
         value: bytes | None,
         key: bytes | None,
         headers: Headers | None,
         error: InvalidRecordError,
-        topic: str,
-        partition: int,
-        offset: int,
+        lane: _Lane | None,
+        position: tuple[str, int, int],
     ) -> Routed:
+        if lane is None:
+            lane = self._unknown = self._unknown or _Lane(_UNKNOWN, _UNKNOWN)
+        lane.count_invalid(getattr(error, "code", error.stage))
+        topic, partition, offset = position
         dead_headers = dead_letter_headers(
             headers,
             stage=error.stage,
@@ -215,19 +345,23 @@ def build_transform_app(
     )
     names = kafka.topics
     raw = app.topic(names.raw, value_deserializer="bytes", key_deserializer="bytes")
-    records = app.topic(
-        names.records, value_serializer=_PayloadSerializer(), key_serializer="bytes"
-    )
-    dlq = app.topic(names.dlq, value_serializer=_PayloadSerializer(), key_serializer="bytes")
+    sdf = app.dataframe(raw)
+    # One step per event: Transformer.process routes it, and the application's own producer
+    # (transactional under exactly-once) writes it; chained Quix steps cost more per event.
+    producer = sdf.processing_context.producer
+    records, dlq = names.records, names.dlq
 
-    def route(value: bytes | None, key: bytes | None, _ts: int, headers: Headers | None) -> Routed:
+    def route(value: bytes | None, key: bytes | None, timestamp: int, headers: Any) -> bool:
         ctx = message_context()
-        return transformer.process(value, key, headers, ctx.topic, ctx.partition, ctx.offset)
+        routed = transformer.process(value, key, headers, ctx.topic, ctx.partition, ctx.offset)
+        producer.produce(
+            dlq if routed.dead else records,
+            routed.payload,
+            routed.key,
+            headers=routed.headers,
+            timestamp=timestamp,
+        )
+        return routed.dead
 
-    def choose(routed: Routed, *_: Any) -> Topic:
-        return dlq if routed.dead else records
-
-    sdf = app.dataframe(raw).apply(route, metadata=True)
-    sdf = sdf.set_headers(lambda routed, *_: routed.headers)
-    sdf.to_topic(choose, key=lambda routed: routed.key)
+    sdf.apply(route, metadata=True)
     return app

@@ -9,8 +9,11 @@ from pipelines.records import (
     RawMeta,
     check_identifier,
     content_hash,
+    format_time,
     normalize,
+    parse_time,
     raw_event,
+    time_text,
 )
 from pipelines.topics import decode_headers
 
@@ -167,3 +170,29 @@ def test_good_identifiers(name: str) -> None:
 def test_bad_identifiers(name: str) -> None:
     with pytest.raises(ValueError, match="must match"):
         check_identifier("vertical", name)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-01-02T03:04:05Z",
+        "2026-01-02T03:04:05.1Z",
+        "2026-01-02T03:04:05.123456Z",
+        "2026-01-02 03:04:05+00:00",
+        "2026-01-02T03:04:05",
+        "2026-01-02T03:04:05.000001",
+        "2026-01-02T03:04:05+01:30",
+        "2026-01-02T03:04:05-00:00",
+        "2026-01-02",
+        " 2026-01-02T03:04:05Z ",
+        "2024-02-29T23:59:59.999999Z",
+    ],
+)
+def test_fast_time_text_equals_parse_then_format(value: str) -> None:
+    assert time_text(value) == format_time(parse_time(value))
+
+
+@pytest.mark.parametrize("value", ["2026-02-30T00:00:00Z", "2026-01-02T24:00:00Z", "soon"])
+def test_fast_time_text_still_checks_every_field(value: str) -> None:
+    with pytest.raises(ValueError):
+        time_text(value)

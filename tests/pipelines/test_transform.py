@@ -99,3 +99,27 @@ def test_a_replayed_dead_letter_keeps_its_replay_count(transformer: Transformer)
     decoded = decode_headers(routed.headers)
     assert decoded["qanat.replay.count"] == "2"
     assert [name for name, _ in routed.headers].count("qanat.error.stage") == 1
+
+
+def test_a_device_id_header_is_the_source_id_when_the_payload_has_none(
+    transformer: Transformer,
+) -> None:
+    headers = [*META.headers(), ("qanat.device_id", b"sensor-7")]
+    routed = transformer.process(b'{"name": "T", "price": 1}', b"k", headers, "qanat.raw", 0, 0)
+    assert routed.key == b"shop/product/sensor-7"
+    own = transformer.process(
+        b'{"name": "T", "price": 1, "source_id": "s1"}', b"k", headers, "qanat.raw", 0, 1
+    )
+    assert own.key == b"shop/product/s1"
+
+
+def test_a_replayed_received_at_of_another_width_becomes_fixed_width_event_time(
+    transformer: Transformer,
+) -> None:
+    meta = RawMeta("shop", "product", "http", "ing-1", "ev-1", "2026-01-02T03:04:05Z")
+    routed = transformer.process(b'{"name": "T", "price": 1}', b"k", meta.headers(), "r", 0, 0)
+    assert orjson.loads(routed.payload or b"")["event_time"] == "2026-01-02T03:04:05.000000Z"
+    bad = RawMeta("shop", "product", "http", "ing-1", "ev-1", "yesterday")
+    dead = transformer.process(b'{"name": "T", "price": 1}', b"k", bad.headers(), "r", 0, 1)
+    assert dead.dead
+    assert decode_headers(dead.headers)["qanat.error.reason"] == "unparsable received_at header"
