@@ -17,7 +17,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks import http_ingest, sink_throughput, transform_throughput
+from benchmarks import (
+    dlq_replay,
+    file_import,
+    http_ingest,
+    sink_throughput,
+    transform_throughput,
+)
 from benchmarks.common import (
     BOOTSTRAP_ENV,
     RESULTS_DIR,
@@ -35,9 +41,11 @@ logger = logging.getLogger("benchmarks")
 BENCHMARKS: dict[str, Benchmark] = {
     bench.name: bench
     for bench in (
-        transform_throughput.BENCHMARK,
+        *transform_throughput.BENCHMARKS,
         *sink_throughput.BENCHMARKS,
         *http_ingest.BENCHMARKS,
+        file_import.BENCHMARK,
+        *dlq_replay.BENCHMARKS,
     )
 }
 

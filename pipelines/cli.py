@@ -11,8 +11,23 @@ import typer
 
 from pipelines.cli_admin import key_store, keys_app, schemas_app
 from pipelines.cli_base import fatal_errors, service_settings
+from pipelines.cli_collect import collect
+from pipelines.cli_dlq import dlq_app
+from pipelines.cli_import import import_file
+from pipelines.cli_ops import topics_app
+from pipelines.cli_sources import source_mqtt
 from pipelines.config import CoreSettings, KafkaSettings, load
 from pipelines.errors import FatalError
+from pipelines.ops import (
+    KafkaCheck,
+    OpsSettings,
+    Readiness,
+    app_paths,
+    exit_zero_after_sigterm,
+    ops_router,
+    run_quix,
+    service_ops,
+)
 
 app = typer.Typer(
     help="qanat: streaming ingestion into PostgreSQL or SQLite, on Kafka.",
@@ -35,6 +50,11 @@ app.add_typer(db_app, name="db")
 app.add_typer(records_app, name="records")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(keys_app, name="keys")
+app.command("collect")(collect)
+app.add_typer(topics_app, name="topics")
+app.add_typer(dlq_app, name="dlq")
+app.command("import")(import_file)
+source_app.command("mqtt")(source_mqtt)
 
 # --- local development ---------------------------------------------------------------
 
@@ -119,6 +139,7 @@ def source_http() -> None:
     import uvicorn
 
     from pipelines.control import control_router
+    from pipelines.dlq_api import dlq_router
     from sources.http import HttpSourceSettings, create_app
 
     core, kafka = service_settings()
@@ -127,6 +148,11 @@ def source_http() -> None:
     http = create_app(kafka, settings, keys=keys)
     records, errors, ledger = _read_stores(settings.read_store)
     authenticator = http.state.authenticator
+    ops = load(OpsSettings)
+    readiness = Readiness({"kafka": KafkaCheck(kafka, [kafka.topics.raw], ops.check_timeout_s)})
+    http.include_router(ops_router(readiness, skip=app_paths(http)))
+    rw = {"read_auth": authenticator.require("read"), "write_auth": authenticator.require("write")}
+    http.include_router(dlq_router(kafka, **rw))
     http.include_router(
         control_router(
             kafka,
@@ -134,15 +160,19 @@ def source_http() -> None:
             errors=errors,
             ledger=ledger,
             read_auth=authenticator.require("read"),
+            admin_auth=authenticator.require("admin"),
             authorize=authenticator.authorize if settings.auth == "keys" else None,
+            live_auth=authenticator.connection_key,
         )
     )
+    exit_zero_after_sigterm()
     uvicorn.run(
         http,
         host=settings.host,
         port=settings.port,
         log_level=core.log_level.lower(),
-        timeout_graceful_shutdown=10,
+        log_config=None,  # qanat's logging (text or JSON) formats uvicorn's lines too
+        timeout_graceful_shutdown=int(ops.shutdown_timeout_s),
     )
 
 
@@ -190,8 +220,11 @@ def transform() -> None:
     settings = load(TransformSettings)
     ensure_topics(kafka.client(), kafka.topics, kafka.partitions, kafka.replication_factor)
     schemas, follower = follow_schemas(kafka, settings.schema_dir)  # seed, then follow live
+    group = kafka.consumer_group(settings.consumer_group)
     try:
-        build_transform_app(kafka, core, settings, schemas=schemas).run()
+        with service_ops("transform", kafka, topics=[kafka.topics.raw], group=group) as ops:
+            app = build_transform_app(kafka, core, settings, schemas=schemas)
+            run_quix(app, ops.shutdown_timeout_s)
     finally:
         follower.stop()
 
@@ -215,12 +248,16 @@ def _run_sink(
     else:
         topic = quix.topic(kafka.topics.records, value_deserializer="json", key_deserializer="str")
     quix.dataframe(topic).sink(sink)
+    topics, stores = [topic.name], [sink]
     if ingestions is not None:  # the ingestion summaries, in the same consumer group
         summaries = quix.topic(
             kafka.topics.ingestions, value_deserializer="json", key_deserializer="str"
         )
         quix.dataframe(summaries).sink(ingestions)
-    quix.run()
+        topics, stores = [*topics, summaries.name], [sink, ingestions]
+    lag_group = kafka.consumer_group(group)
+    with service_ops(group, kafka, topics=topics, group=lag_group, stores=stores) as ops:
+        run_quix(quix, ops.shutdown_timeout_s)
 
 
 @sink_app.command("sqlite")

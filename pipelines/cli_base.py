@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -12,6 +11,7 @@ import typer
 
 from pipelines.config import CoreSettings, KafkaSettings, load
 from pipelines.errors import FatalError
+from pipelines.logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,11 +31,7 @@ def fatal_errors(func: F) -> F:
 
 
 def _logging(core: CoreSettings) -> None:
-    logging.basicConfig(
-        level=core.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(core.log_level, core.log_format, sys.stderr)
 
 
 def service_settings() -> tuple[CoreSettings, KafkaSettings]:

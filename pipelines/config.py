@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -89,6 +89,11 @@ class CoreSettings(QanatSettings):
         examples=["/var/lib/qanat"],
     )
     log_level: str = Field("INFO", description="Python log level of every qanat process.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or one JSON object per line (time, level, logger, "
+        "message, and topic, partition, offset, ingestion_id when the line is about a message).",
+    )
 
 
 class KafkaSettings(QanatSettings):

@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"
 SETTINGS_MODULES = (
     "pipelines.config",
+    "pipelines.ops",
     "pipelines.transform",
     "sources.http",
+    "sources.mqtt_settings",
+    "sources.files",
     "sinks.sqlite",
     "sinks.postgres",
     "sinks.errors",
@@ -102,6 +105,9 @@ def render() -> str:
                 f"| `{env_name(model, field)}` | {_type(info)} | {_default(info)} | "
                 f"{_cell(description)} |"
             )
+    from pipelines.configdoc_pull import render_pull_sources
+
+    lines += render_pull_sources()
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,9 @@ H_INGESTION_ID = "qanat.ingestion_id"
 H_EVENT_ID = "qanat.event_id"
 H_RECEIVED_AT = "qanat.received_at"
 H_CONTENT_TYPE = "content-type"
+# Optional: the device a message came from (MQTT: the topic's {device_id} level); the
+# record's source_id when the payload has none.
+H_DEVICE_ID = "qanat.device_id"
 
 # Dead-letter headers, added by the stage that rejected the event.
 H_ERROR_STAGE = "qanat.error.stage"
@@ -27,6 +30,8 @@ H_ERROR_TOPIC = "qanat.error.topic"
 H_ERROR_PARTITION = "qanat.error.partition"
 H_ERROR_OFFSET = "qanat.error.offset"
 H_REPLAY_COUNT = "qanat.replay.count"
+# Set by `qanat dlq replay` / `import` on a republished event: the error it had last.
+H_REPLAY_LAST_ERROR = "qanat.replay.last_error"
 
 Headers = list[tuple[str, bytes]]
 
@@ -58,6 +63,12 @@ class TopicNames:
         """Compacted: one summary per ingestion (key: its id), written by the sources once
         Kafka acknowledged its events, read by the errors sink (``GET /ingestions/{id}``)."""
         return f"{self.prefix}.ingestions"
+
+    @property
+    def dlq_state(self) -> str:
+        """Compacted: the DLQ tooling's replay checkpoints and purge rules (``qanat dlq``);
+        created by that tooling on first use, so not in :meth:`all`."""
+        return f"{self.prefix}.dlq-state"
 
     def all(self) -> tuple[str, ...]:
         return (self.raw, self.records, self.dlq, self.schemas, self.ingestions)

@@ -12,6 +12,18 @@ if [ -z "${QANAT_TEST_POSTGRES_DSN:-}" ] && ! docker_answers; then
   QANAT_TEST_POSTGRES_DSN=$(bash scripts/postgres-local.sh)
   export QANAT_TEST_POSTGRES_DSN
 fi
+if [ -z "${QANAT_TEST_MQTT_URL:-}" ]; then  # Mosquitto from Debian, for the MQTT source
+  QANAT_TEST_MQTT_URL=$(bash scripts/mosquitto-local.sh)
+  export QANAT_TEST_MQTT_URL
+fi
+if [ -z "${QANAT_TEST_MYSQL_DSN:-}" ]; then  # MariaDB from Debian, for the SQL pull source
+  QANAT_TEST_MYSQL_DSN=$(bash scripts/mariadb-local.sh)
+  export QANAT_TEST_MYSQL_DSN
+fi
+if [ -z "${QANAT_TEST_NEO4J_URL:-}" ]; then  # Neo4j from Maven Central, for the Neo4j source
+  QANAT_TEST_NEO4J_URL=$(bash scripts/neo4j-local.sh)
+  export QANAT_TEST_NEO4J_URL
+fi
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +36,9 @@ from quixstreams.sinks.base.item import SinkItem
 from pipelines.config import KafkaSettings
 from pipelines.dlq import dead_letter_headers
 from pipelines.errors import FatalError, QanatError, RetriableError
+from pipelines.logs import message_fields
+from pipelines.metrics import BATCH_SECONDS, count, count_invalid
+from pipelines.topics import H_INGESTION_ID, H_TYPE, H_VERTICAL, decode_headers
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +130,46 @@ class LoggingDeadLetters:
     """The default when no writer is given: log each dead letter at ERROR level."""
 
     def send(self, letter: DeadLetter) -> None:
-        where = f"{letter.topic}[{letter.partition}]@{letter.offset}"
         logger.error(
-            "dead letter %s key=%r: %s %s", where, letter.key, letter.reason, letter.details
+            "dead letter %s[%d]@%d key=%r: %s %s",
+            letter.topic,
+            letter.partition,
+            letter.offset,
+            letter.key,
+            letter.reason,
+            letter.details,
+            extra=_letter_fields(letter),
         )
 
     def flush(self) -> None:
         return None
+
+
+def _letter_labels(letter: DeadLetter) -> tuple[str, str, str | None]:
+    """vertical, type and ingestion id of a dead letter (from the record, else its headers)."""
+    value = letter.value if isinstance(letter.value, dict) else {}
+    headers = decode_headers(letter.headers)
+    vertical = value.get("vertical") or headers.get(H_VERTICAL) or "unknown"
+    type_ = value.get("type") or headers.get(H_TYPE) or "unknown"
+    return str(vertical), str(type_), value.get("ingestion_id") or headers.get(H_INGESTION_ID)
+
+
+def _letter_fields(letter: DeadLetter) -> dict[str, Any]:
+    ingestion_id = _letter_labels(letter)[2]
+    return message_fields(letter.topic, letter.partition, letter.offset, ingestion_id)
+
+
+def _count_batch(rows: list[Row], rejected: set[int], letters: list[DeadLetter]) -> None:
+    """Count the batch's upserted and dead-lettered events, and log each dead letter."""
+    upserted = Counter(row[:2] for row in rows if row.kafka_offset not in rejected)
+    for (vertical, type_), n in upserted.items():
+        count(STAGE, "upserted", vertical, type_, n)
+    for letter in letters:
+        vertical, type_, _ingestion = _letter_labels(letter)
+        count(STAGE, "dead_lettered", vertical, type_)
+        code = "rejected" if letter.reason.startswith("rejected") else "malformed"
+        count_invalid(STAGE, vertical, type_, code)
+        logger.warning("dead-lettered: %s", letter.reason, extra=_letter_fields(letter))
 
 
 def _key_bytes(key: Any) -> bytes | None:
@@ -390,6 +428,7 @@ class UpsertSink(BatchingSink, abc.ABC):
         """Release the connection (subclasses extend it)."""
 
     def write(self, batch: SinkBatch) -> None:
+        started = time.perf_counter()
         rows: list[Row] = []
         letters: list[DeadLetter] = []
         topic, partition = batch.topic, batch.partition
@@ -418,6 +457,8 @@ class UpsertSink(BatchingSink, abc.ABC):
                 for letter in letters:
                     self.dead_letters.send(letter)
                 self.dead_letters.flush()
+        _count_batch(rows, {row.kafka_offset for row, _error in rejected}, letters)
+        BATCH_SECONDS.labels(stage=STAGE).observe(time.perf_counter() - started)
         logger.debug("%s[%d]: %d stored or dead", batch.topic, batch.partition, batch.size)
 
     def _upsert_isolating(self, rows: list[Row]) -> list[tuple[Row, BadRowError]]:
@@ -429,7 +470,11 @@ class UpsertSink(BatchingSink, abc.ABC):
             return []
         except BadRowError as exc:
             if len(rows) == 1:
-                logger.info("row at offset %d rejected: %s", rows[0].kafka_offset, exc)
+                row = rows[0]
+                where = message_fields(
+                    row.kafka_topic, row.kafka_partition, row.kafka_offset, row.ingestion_id
+                )
+                logger.info("row at offset %d rejected: %s", row.kafka_offset, exc, extra=where)
                 return [(rows[0], exc)]
         middle = len(rows) // 2
         return self._upsert_isolating(rows[:middle]) + self._upsert_isolating(rows[middle:])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import base64
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
@@ -31,6 +32,7 @@ from quixstreams.sinks import BatchingSink, SinkBatch
 
 from pipelines.config import QanatSettings
 from pipelines.errors import FatalError
+from pipelines.metrics import BATCH_SECONDS
 from pipelines.records import parse_time
 from pipelines.topics import (
     H_ERROR_AT,
@@ -239,6 +241,7 @@ class ErrorsSink(BatchingSink, abc.ABC):
         super().flush()  # type: ignore[no-untyped-call]
 
     def write(self, batch: SinkBatch) -> None:
+        started = time.perf_counter()
         rows: dict[tuple[str, int, int], ErrorRow] = {}
         for item in batch:
             row = error_row(
@@ -252,6 +255,7 @@ class ErrorsSink(BatchingSink, abc.ABC):
                 where = f"{batch.topic}[{batch.partition}] from offset {batch.start_offset}"
                 message = f"the errors table refused a dead letter of {where}: {exc}"
                 raise FatalError(message) from exc
+        BATCH_SECONDS.labels(stage="errors").observe(time.perf_counter() - started)
         logger.debug("%s[%d]: %d dead letter(s) stored", batch.topic, batch.partition, len(rows))
 
 

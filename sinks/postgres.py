@@ -404,6 +404,11 @@ class PostgresStore:
             self._pool.close()
             self._pool = None
 
+    def ping(self) -> None:
+        """Raise unless the sink is set up and ``SELECT 1`` answers on its pool (readiness)."""
+        with self.pool.connection(timeout=self.settings.connect_timeout_s) as conn:
+            conn.execute("SELECT 1")
+
 
 class PostgresSink(PostgresStore, UpsertSink):
     """Upserts records into a PostgreSQL table: per batch, COPY then one guarded upsert.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -212,6 +213,13 @@ class SQLiteStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def ping(self) -> None:
+        """Raise unless the sink is set up and its database opens and answers (readiness);
+        a connection of its own, so any thread may call it."""
+        self.connection  # noqa: B018 - raises before setup()
+        with closing(sqlite3.connect(self.settings.path, timeout=2.0)) as conn:
+            conn.execute("SELECT 1").fetchone()
 
 
 class SQLiteSink(SQLiteStore, UpsertSink):

@@ -90,6 +90,45 @@ def postgres_dsn() -> Iterator[str]:
     yield result.stdout.strip().splitlines()[-1]
 
 
+def env_or_local_script(env_name: str, script_name: str, what: str) -> str:
+    """The address in ``env_name`` if set, else the last line ``scripts/<script_name>``
+    prints after installing and starting a local server (Debian packages)."""
+    if os.environ.get(env_name):
+        return os.environ[env_name]
+    script = ROOT / "scripts" / script_name
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"no {what}: set {env_name} or run {script}: {result.stderr}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def mqtt_url() -> str:
+    """The URL of a real MQTT broker: ``QANAT_TEST_MQTT_URL``, else the Debian Mosquitto
+    that ``scripts/mosquitto-local.sh`` installs and starts (the test script runs it)."""
+    return env_or_local_script("QANAT_TEST_MQTT_URL", "mosquitto-local.sh", "Mosquitto")
+
+
+@pytest.fixture(scope="session")
+def mysql_dsn() -> str:
+    """A DSN of a real MariaDB/MySQL server: ``QANAT_TEST_MYSQL_DSN``, else the Debian
+    MariaDB that ``scripts/mariadb-local.sh`` installs and starts (the test script runs it)."""
+    return env_or_local_script("QANAT_TEST_MYSQL_DSN", "mariadb-local.sh", "MariaDB")
+
+
+@pytest.fixture(scope="session")
+def neo4j_url() -> str:
+    """The Bolt URL of a real Neo4j server: ``QANAT_TEST_NEO4J_URL``, else the one that
+    ``scripts/neo4j-local.sh`` fetches from Maven Central and starts (the test script runs it)."""
+    if os.environ.get("QANAT_TEST_NEO4J_URL"):
+        return os.environ["QANAT_TEST_NEO4J_URL"]
+    script = ROOT / "scripts" / "neo4j-local.sh"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"no Neo4j: set QANAT_TEST_NEO4J_URL or run {script}: {result.stderr}")
+    return result.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QANAT_")}
