@@ -58,3 +58,23 @@ def test_source_counts_received_and_produced(kafka: KafkaSettings) -> None:
     finally:
         publisher.close()
     assert _value("qanat_events_total", outcome="produced", **labels) == produced + 2
+
+
+@pytest.mark.integration
+def test_http_source_counts_each_request_and_its_latency(kafka: KafkaSettings) -> None:
+    from fastapi.testclient import TestClient
+
+    from sources.http import HttpSourceSettings, create_app
+
+    labels = {"stage": "source", "vertical": "fleet", "type": "beacon"}
+    received = _value("qanat_events_total", outcome="received", **labels)
+    produced = _value("qanat_events_total", outcome="produced", **labels)
+    requests = _value("qanat_batch_seconds_count", stage="http")
+    app = create_app(kafka, HttpSourceSettings(auth="none"))
+    with TestClient(app) as client:
+        body = {"records": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}
+        answer = client.post("/api/v1/ingest/fleet/beacon/batch", json=body)
+    assert answer.status_code == 202
+    assert _value("qanat_events_total", outcome="received", **labels) == received + 3
+    assert _value("qanat_events_total", outcome="produced", **labels) == produced + 3
+    assert _value("qanat_batch_seconds_count", stage="http") == requests + 1
