@@ -110,6 +110,8 @@ def configure_logging(level: str, fmt: str = "text", stream: TextIO | None = Non
         for old in list(library.handlers):
             library.removeHandler(old)
         library.propagate = True
+        library.setLevel(logging.NOTSET)  # uvicorn sets its loggers' levels in-process
+        library.disabled = False
     # Quix configures its logger only when it has no handler: give it a no-op one, so
     # its records keep propagating to ours.
     logging.getLogger("quixstreams").addHandler(logging.NullHandler())

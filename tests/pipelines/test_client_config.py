@@ -89,7 +89,7 @@ def test_the_registry_producer_passes_client_config(recorded: list[dict[str, Any
     kafka = KafkaSettings(bootstrap_servers="broker.example:9092", client_config=SECURITY)
     entry = SchemaVersion("shop", "product", 1, {"type": "object"}, "2026-01-01T00:00:00Z")
     with pytest.raises(Exception):  # noqa: B017 - the fake producer reports no delivery
-        SchemaRegistry(kafka, timeout=0.1)._produce(entry)
+        SchemaRegistry(kafka, timeout=0.1)._produce("shop/product/00000001/p1", entry)
     assert recorded and SECURITY.items() <= recorded[0].items()
 
 
