@@ -270,16 +270,21 @@ def ops_router(readiness: Readiness, skip: Iterable[str] = ()) -> Any:
             return {"status": "ok"}
 
     if "/readyz" not in skipped:
-
-        @router.get("/readyz")
-        def readyz() -> JSONResponse:  # sync: FastAPI runs the blocking checks in a thread
+        # Return types stay unannotated: with postponed annotations FastAPI would look the
+        # locally imported response classes up in the module and fail to build /openapi.json.
+        @router.get(
+            "/readyz",
+            response_model=None,
+            responses={503: {"description": "not ready: the JSON body names what failed"}},
+        )
+        def readyz():  # type: ignore[no-untyped-def]  # sync: FastAPI runs it in a thread
             status, body = readiness.report()
             return JSONResponse(body, status_code=status)
 
     if "/metrics" not in skipped:
 
-        @router.get("/metrics")
-        def metrics() -> Response:
+        @router.get("/metrics", response_model=None, response_class=Response)
+        def metrics():  # type: ignore[no-untyped-def]
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -186,3 +186,13 @@ def test_a_shutdown_that_hangs_is_cut_short(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "shutdown did not finish within" in result.stderr
+
+
+def test_the_ops_routes_leave_the_openapi_document_buildable() -> None:
+    app = FastAPI()
+    app.include_router(ops_router(Readiness()))
+    with TestClient(app) as client:
+        document = client.get("/openapi.json")
+        assert document.status_code == 200
+        assert {"/healthz", "/readyz", "/metrics"} <= set(document.json()["paths"])
+        assert client.get("/readyz").status_code == 200
