@@ -99,6 +99,12 @@ class HttpSourceSettings(QanatSettings):
         "(a stream has no total limit, only max_line_bytes).",
     )
     max_records: int = Field(1000, ge=1, description="Most records in one batch; 413 beyond.")
+    max_record_bytes: int = Field(
+        900_000,
+        ge=1,
+        description="Largest single record; 413 beyond, before anything is produced. Kafka's "
+        "default message limit is 1 MB including key and headers: raise both together.",
+    )
     delivery_timeout_s: float = Field(
         30.0, gt=0, description="How long to wait for Kafka's acknowledgement before a 503."
     )
@@ -262,6 +268,7 @@ def create_app(
             records,
             values,
             settings.queue_full_wait_s,
+            settings.max_record_bytes,
         )
         request_seconds.observe(time.perf_counter() - started)  # produced and acknowledged
         return published

@@ -121,6 +121,12 @@ def install_error_handlers(app: FastAPI) -> None:
         code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
         return ApiError(exc.status_code, code, str(exc.detail)).response()
 
+    @app.exception_handler(RecursionError)
+    async def too_deep(_request: Request, _exc: RecursionError) -> Response:
+        # the JSON decoders recurse once per level of nesting
+        error = ApiError(400, "too_deeply_nested", "the body is nested too deeply", "body")
+        return error.response()
+
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error")

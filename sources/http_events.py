@@ -32,6 +32,7 @@ from pipelines.topics import (
     record_key,
 )
 from sources.base import KafkaPublisher, QueueFullError, ingestion_summary
+from sources.http_errors import ApiError
 
 CONTENT_TYPE = b"application/json"
 SOURCE_NAME = "http"
@@ -74,6 +75,18 @@ def request_events(
     return ingestion_id, events, event_ids
 
 
+def check_record_sizes(values: Sequence[bytes], max_record_bytes: int) -> None:
+    """413 naming the first record Kafka's message size limit would refuse."""
+    for index, value in enumerate(values):
+        if len(value) > max_record_bytes:
+            raise ApiError(
+                413,
+                "record_too_large",
+                f"record {index} is {len(value)} bytes, at most {max_record_bytes} per record",
+                f"body[{index}]",
+            )
+
+
 async def publish_records(
     publisher: KafkaPublisher,
     topics: TopicNames,
@@ -82,12 +95,15 @@ async def publish_records(
     records: Sequence[Any],
     values: Sequence[bytes],
     queue_full_wait_s: float,
+    max_record_bytes: int = 900_000,
 ) -> tuple[str, list[str]]:
     """Publish one request's records, then its ingestion summary; return the ingestion id
     and the event ids once Kafka acknowledged them all. :class:`QueueFullError` (a 429)
     when the producer's queue has no room for them (checked first: nothing is produced)
     or stays full for ``queue_full_wait_s`` midway (what was produced before is kept);
-    RetriableError (a 503) when Kafka did not acknowledge."""
+    RetriableError (a 503) when Kafka did not acknowledge. A record over
+    ``max_record_bytes`` (Kafka would refuse it) is a 413 before anything is produced."""
+    check_record_sizes(values, max_record_bytes)
     if not publisher.room(len(values) + 1):
         raise QueueFullError("the producer queue is full", retry_after=1.0)
     ingestion_id, events, event_ids = request_events(values, records, vertical, type_, SOURCE_NAME)

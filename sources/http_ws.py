@@ -93,6 +93,7 @@ def ws_ingest_router(
             records,
             values,
             settings.queue_full_wait_s,
+            settings.max_record_bytes,
         )
         return ack(ingestion_id, event_ids, 0)
 
