@@ -8,9 +8,10 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import typer
+from confluent_kafka import KafkaException
 
 from pipelines.config import CoreSettings, KafkaSettings, load
-from pipelines.errors import FatalError
+from pipelines.errors import FatalError, RetriableError
 from pipelines.logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,6 +26,11 @@ def fatal_errors(func: F) -> F:
             return func(*args, **kwargs)
         except FatalError as exc:
             typer.echo(f"qanat: error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except (RetriableError, KafkaException) as exc:
+            # e.g. Kafka unreachable at start-up: one line, and a non-zero exit so that the
+            # supervisor (qanat up, compose, Kubernetes) restarts the service with backoff
+            typer.echo(f"qanat: error: Kafka or the store is unavailable: {exc}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
