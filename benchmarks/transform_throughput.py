@@ -240,11 +240,30 @@ def transform_app(kafka: KafkaSettings, core: CoreSettings, group: str) -> Any:
     return build_transform_app(kafka, core, settings, transformer=transformer)
 
 
-def timed_run(app: Any, count: int) -> float:
-    """Seconds from ``run`` to its return, after ``count`` outputs."""
-    start = time.perf_counter()
+@dataclass(frozen=True)
+class Timing:
+    """One app run: wall seconds, CPU seconds of the whole process (librdkafka's threads
+    too) and of the main thread alone (where the Quix loop and the transform run)."""
+
+    seconds: float
+    cpu: float
+    main_cpu: float
+
+
+def timed_run(app: Any, count: int) -> Timing:
+    """Time from ``run`` to its return, after ``count`` outputs."""
+    start, cpu, main_cpu = time.perf_counter(), time.process_time(), time.thread_time()
     app.run(count=count, timeout=IDLE_TIMEOUT_S, collect=False)
-    return time.perf_counter() - start
+    return Timing(
+        time.perf_counter() - start, time.process_time() - cpu, time.thread_time() - main_cpu
+    )
+
+
+def _per_record_us(timings: list[Timing], count: int, field: str) -> float:
+    """The lowest CPU microseconds per record over the runs: the steadiest guide when the
+    machine is shared, as another process's load barely changes it."""
+    best: float = min(getattr(t, field) for t in timings)
+    return round(best / count * 1e6, 2)
 
 
 def _check(what: str, produced: int, expected: int) -> None:
@@ -268,17 +287,17 @@ def run(ctx: BenchContext, variant: Variant) -> BenchResult:
     try:
         data = produce(kafka, count, variant.invalid_share)
         logger.info("produced %d events in %.1fs", count, data.seconds)
-        seconds: dict[str, list[float]] = {"baseline": [], "transform": []}
+        timings: dict[str, list[Timing]] = {"baseline": [], "transform": []}
         for repeat in range(ctx.repeats):
             before = end_offset(kafka, passthrough)
             app = passthrough_app(kafka, core, f"bench-baseline-{repeat}", passthrough)
-            seconds["baseline"].append(timed_run(app, count))
+            timings["baseline"].append(timed_run(app, count))
             _check(f"baseline run {repeat}", end_offset(kafka, passthrough) - before, count)
 
             records_start = end_offset(kafka, names.records)
             dlq_start = end_offset(kafka, names.dlq)
             app = transform_app(kafka, core, f"bench-transform-{repeat}")
-            seconds["transform"].append(timed_run(app, count))
+            timings["transform"].append(timed_run(app, count))
             records = end_offset(kafka, names.records) - records_start
             dead = end_offset(kafka, names.dlq) - dlq_start
             _check(f"transform run {repeat}", records + dead, count)
@@ -290,11 +309,12 @@ def run(ctx: BenchContext, variant: Variant) -> BenchResult:
             logger.info(
                 "run %d: baseline %.2fs, transform %.2fs",
                 repeat,
-                seconds["baseline"][-1],
-                seconds["transform"][-1],
+                timings["baseline"][-1].seconds,
+                timings["transform"][-1].seconds,
             )
     finally:
         delete_topics(kafka, [*names.all(), passthrough])
+    seconds = {app: [t.seconds for t in runs] for app, runs in timings.items()}
     best_baseline, best_transform = min(seconds["baseline"]), min(seconds["transform"])
     details: dict[str, Any] = {
         "variant": variant.description,
@@ -312,6 +332,16 @@ def run(ctx: BenchContext, variant: Variant) -> BenchResult:
         "best_seconds": {
             "baseline": round(best_baseline, 3),
             "transform": round(best_transform, 3),
+        },
+        "cpu_seconds": {app: [round(t.cpu, 3) for t in runs] for app, runs in timings.items()},
+        "main_thread_cpu_seconds": {
+            app: [round(t.main_cpu, 3) for t in runs] for app, runs in timings.items()
+        },
+        "cpu_us_per_record": {
+            app: _per_record_us(runs, count, "cpu") for app, runs in timings.items()
+        },
+        "main_thread_cpu_us_per_record": {
+            app: _per_record_us(runs, count, "main_cpu") for app, runs in timings.items()
         },
         "produce_seconds": round(data.seconds, 3),
         "outputs_per_transform_run": {"records": data.valid, "dlq": data.invalid},

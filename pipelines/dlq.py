@@ -36,6 +36,7 @@ _ERROR_HEADERS = frozenset(
     }
 )
 MAX_REASON_LENGTH = 500
+MAX_DETAILS = 20  # errors listed in qanat.error.details; then a note of how many more
 _STAGE_VALUES = {stage: stage.encode() for stage in STAGES}
 
 
@@ -73,6 +74,10 @@ def dead_letter_headers(
 ) -> Headers:
     """The original headers (a previous error's replaced) plus this error's headers.
 
+    ``details`` lists at most :data:`MAX_DETAILS` errors; when there are more, one more
+    entry says how many were left out (``truncated``), so a record with thousands of
+    errors still makes a dead letter of a sensible size.
+
     >>> h = dict(dead_letter_headers([("qanat.vertical", b"shop")], stage="parse",
     ...          reason="not JSON", details=[], topic="qanat.raw", partition=0, offset=7))
     >>> h["qanat.error.stage"], h["qanat.error.offset"], h["qanat.replay.count"]
@@ -91,7 +96,10 @@ def dead_letter_headers(
     headers += (
         (H_ERROR_STAGE, stage_value),
         (H_ERROR_REASON, reason[:MAX_REASON_LENGTH].encode("utf-8", "replace")),
-        (H_ERROR_DETAILS, orjson.dumps(details)),
+        (
+            H_ERROR_DETAILS,
+            orjson.dumps(capped_details(details) if len(details) > MAX_DETAILS else details),
+        ),
         (H_ERROR_AT, _error_at()),
         (H_ERROR_TOPIC, topic.encode()),
         (H_ERROR_PARTITION, str(partition).encode()),
@@ -99,6 +107,20 @@ def dead_letter_headers(
         (H_REPLAY_COUNT, replay_count),
     )
     return headers
+
+
+def capped_details(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first :data:`MAX_DETAILS` errors, then ``{"path": "$", "message": "...",
+    "truncated": n}`` for the ``n`` more, if any.
+
+    >>> capped_details([{"path": f"$[{i}]", "message": "bad"} for i in range(22)])[-1]
+    {'path': '$', 'message': '2 more error(s) not listed', 'truncated': 2}
+    """
+    if len(details) <= MAX_DETAILS:
+        return details
+    more = len(details) - MAX_DETAILS
+    note = {"path": "$", "message": f"{more} more error(s) not listed", "truncated": more}
+    return [*details[:MAX_DETAILS], note]
 
 
 _REPLAY_DROPS = _ERROR_HEADERS | {H_REPLAY_COUNT, H_REPLAY_LAST_ERROR}

@@ -11,15 +11,60 @@ vertical and type come from the user's configuration, ``reason`` is a short code
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
+from typing import Any, Protocol
+
 from prometheus_client import Counter, Gauge, Histogram
 
-EVENTS = Counter(
+
+class Tally(Protocol):
+    """Counts kept as plain ints on a hot path, added to the counters by ``flush``."""
+
+    def flush(self) -> None: ...
+
+
+_TALLIES: set[Tally] = set()
+_TALLY_LOCK = threading.Lock()
+
+
+def add_tallies(tallies: Iterable[Tally]) -> None:
+    """Have every read of the counters (``/metrics``, ``REGISTRY``) flush ``tallies`` first."""
+    with _TALLY_LOCK:
+        _TALLIES.update(tallies)
+
+
+def retire_tallies(tallies: Iterable[Tally]) -> None:
+    """Flush ``tallies`` one last time and stop following them."""
+    with _TALLY_LOCK:
+        for tally in tallies:
+            tally.flush()
+            _TALLIES.discard(tally)
+
+
+def flush_tallies() -> None:
+    """Add every pending count to its counter (a scrape does this first)."""
+    with _TALLY_LOCK:
+        for tally in _TALLIES:
+            tally.flush()
+
+
+class _TalliedCounter(Counter):
+    """A Counter that flushes the pending tallies before it is read, so a scrape sees
+    every event counted so far, though the hot path only adds to an int."""
+
+    def collect(self) -> Any:
+        flush_tallies()
+        return super().collect()
+
+
+EVENTS = _TalliedCounter(
     "qanat_events",
     "Events per stage and outcome (received, produced, valid, invalid, upserted, "
     "dead_lettered), per vertical and type.",
     ["stage", "outcome", "vertical", "type"],
 )
-INVALID = Counter(
+INVALID = _TalliedCounter(
     "qanat_invalid_events",
     "Events dead-lettered, per stage, vertical, type and reason code.",
     ["stage", "vertical", "type", "reason"],

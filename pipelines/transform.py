@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -31,7 +32,7 @@ from quixstreams import Application, message_context
 from pipelines.config import CoreSettings, KafkaSettings, QanatSettings
 from pipelines.dlq import dead_letter_headers
 from pipelines.errors import InvalidRecordError
-from pipelines.metrics import EVENTS, INVALID
+from pipelines.metrics import EVENTS, INVALID, add_tallies, retire_tallies
 from pipelines.quixapp import quix_application
 from pipelines.records import IDENTIFIER, RawMeta, RecordError, normalize
 from pipelines.registry import follow_schemas
@@ -122,26 +123,55 @@ def _text(value: Any) -> str:
 
 class _Lane:
     """What every event of one vertical/type reuses: its names, its record-key prefix and
-    its metrics children (looking a labelled child up per event would cost more)."""
+    its counts. The counts are plain ints, added to the Prometheus counters whenever
+    they are read (:func:`pipelines.metrics.flush_tallies`): a labelled counter's
+    locked increment per event would cost more than the rest of the bookkeeping."""
 
-    __slots__ = ("invalid", "key_prefix", "reasons", "type", "valid", "vertical")
+    __slots__ = (
+        "_events",
+        "_sent",
+        "invalid",
+        "key_prefix",
+        "reasons",
+        "type",
+        "valid",
+        "vertical",
+    )
 
     def __init__(self, vertical: str, type_: str) -> None:
         self.vertical, self.type = vertical, type_
         self.key_prefix = record_key(vertical, type_, "")
         labels = {"stage": METRICS_STAGE, "vertical": vertical, "type": type_}
-        self.valid = EVENTS.labels(outcome="valid", **labels)
-        self.invalid = EVENTS.labels(outcome="invalid", **labels)
-        self.reasons: dict[str, Any] = {}
+        self._events = (
+            EVENTS.labels(outcome="valid", **labels),
+            EVENTS.labels(outcome="invalid", **labels),
+        )
+        self.valid = self.invalid = 0
+        self.reasons: dict[str, int] = {}
+        self._sent: dict[str, int] = {}  # what flush added so far, by reason or outcome
 
     def count_invalid(self, code: str) -> None:
-        child = self.reasons.get(code)
-        if child is None:
-            child = self.reasons[code] = INVALID.labels(
-                stage=METRICS_STAGE, vertical=self.vertical, type=self.type, reason=code
-            )
-        self.invalid.inc()
-        child.inc()
+        self.invalid += 1
+        self.reasons[code] = self.reasons.get(code, 0) + 1
+
+    def flush(self) -> None:
+        """Add the counts since the last flush to the counters (under the tally lock)."""
+        valid, invalid = self._events
+        pending: list[tuple[Any, str, int]] = [
+            (valid, "\0valid", self.valid),
+            (invalid, "\0invalid", self.invalid),
+        ]
+        pending += [(None, code, total) for code, total in list(self.reasons.items())]
+        for child, slot, total in pending:
+            delta = total - self._sent.get(slot, 0)
+            if not delta:
+                continue
+            if child is None:  # a reason code: looked up here, at most once per read
+                child = INVALID.labels(
+                    stage=METRICS_STAGE, vertical=self.vertical, type=self.type, reason=slot
+                )
+            child.inc(delta)
+            self._sent[slot] = total
 
 
 # Metrics of events whose vertical or type header is missing or not an identifier.
@@ -164,6 +194,14 @@ class Transformer:
         self.reject_schemaless = schemaless == "reject"
         self._lanes: dict[tuple[Any, Any], _Lane] = {}
         self._unknown: _Lane | None = None
+        self._tallies: list[_Lane] = []  # every lane whose counts are still followed
+        weakref.finalize(self, retire_tallies, self._tallies)
+
+    def _new_lane(self, vertical: str, type_: str) -> _Lane:
+        lane = _Lane(vertical, type_)
+        self._tallies.append(lane)
+        add_tallies([lane])
+        return lane
 
     def process(
         self,
@@ -192,7 +230,7 @@ class Transformer:
                 [{"path": "$", "message": str(exc)[:500]}],
             )
             return self._dead(value, key, headers, internal, lane, (topic, partition, offset))
-        lane.valid.inc()
+        lane.valid += 1
         out_key = (lane.key_prefix + record["source_id"]).encode()
         return Routed(False, out_key, orjson.dumps(record), headers or [])
 
@@ -216,8 +254,10 @@ class Transformer:
                     ],
                 )
         if len(self._lanes) >= MAX_LANES:  # bounded, whatever the headers say
+            retire_tallies(self._lanes.values())
+            self._tallies[:] = [] if self._unknown is None else [self._unknown]
             self._lanes.clear()
-        lane = self._lanes[raw] = _Lane(vertical, type_)
+        lane = self._lanes[raw] = self._new_lane(vertical, type_)
         return lane
 
     def _record(self, value: bytes | None, fields: dict[str, Any], lane: _Lane) -> dict[str, Any]:
@@ -303,7 +343,7 @@ class Transformer:
         position: tuple[str, int, int],
     ) -> Routed:
         if lane is None:
-            lane = self._unknown = self._unknown or _Lane(_UNKNOWN, _UNKNOWN)
+            lane = self._unknown = self._unknown or self._new_lane(_UNKNOWN, _UNKNOWN)
         lane.count_invalid(getattr(error, "code", error.stage))
         topic, partition, offset = position
         dead_headers = dead_letter_headers(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
+from pipelines.dlq import MAX_DETAILS
 from pipelines.records import RawMeta
 from pipelines.schemas import SchemaStore
 from pipelines.topics import decode_headers
@@ -123,3 +127,38 @@ def test_a_replayed_received_at_of_another_width_becomes_fixed_width_event_time(
     dead = transformer.process(b'{"name": "T", "price": 1}', b"k", bad.headers(), "r", 0, 1)
     assert dead.dead
     assert decode_headers(dead.headers)["qanat.error.reason"] == "unparsable received_at header"
+
+
+def _events_total(vertical: str, outcome: str) -> float:
+    labels = {"stage": "transform", "outcome": outcome, "vertical": vertical, "type": "product"}
+    return REGISTRY.get_sample_value("qanat_events_total", labels) or 0.0
+
+
+def test_counts_reach_the_counters_whenever_they_are_read() -> None:
+    vertical = "tally"  # a lane of its own: the registry is process-wide
+    transformer = Transformer(SchemaStore({(vertical, "product"): SCHEMA}))
+    meta = META._replace(vertical=vertical)
+    for value in (b'{"name": "a", "price": 1}', b'{"name": "b", "price": 2}', b"nope"):
+        transformer.process(value, None, meta.headers(), "qanat.raw", 0, 0)
+    assert (_events_total(vertical, "valid"), _events_total(vertical, "invalid")) == (2, 1)
+    transformer.process(b'{"name": "c", "price": 3}', None, meta.headers(), "qanat.raw", 0, 1)
+    assert _events_total(vertical, "valid") == 3  # each read adds only what is new
+    reason = {"stage": "transform", "vertical": vertical, "type": "product", "reason": "not_json"}
+    assert REGISTRY.get_sample_value("qanat_invalid_events_total", reason) == 1
+    transformer.process(b"[]", None, meta.headers(), "qanat.raw", 0, 2)
+    del transformer  # a transformer that goes away leaves no count behind
+    gc.collect()
+    assert _events_total(vertical, "invalid") == 2
+
+
+def test_error_details_stop_after_the_first_twenty() -> None:
+    store = SchemaStore({("shop", "product"): {"items": {"type": "string"}}})
+    routed = Transformer(store).process(
+        orjson.dumps(list(range(25))), None, META.headers(), "qanat.raw", 0, 0
+    )
+    headers = decode_headers(routed.headers)
+    details = orjson.loads(headers["qanat.error.details"])
+    assert len(details) == MAX_DETAILS + 1
+    assert {d["path"] for d in details[:-1]} < {f"$[{i}]" for i in range(25)}
+    assert details[-1]["truncated"] == 5
+    assert headers["qanat.error.reason"].startswith("schema validation failed: 25 error(s)")
