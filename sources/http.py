@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,7 +41,6 @@ from pydantic_settings import SettingsConfigDict
 
 from pipelines.config import KafkaSettings, QanatSettings
 from pipelines.errors import ConfigError
-from pipelines.metrics import BATCH_SECONDS
 from pipelines.topics import ensure_topics
 from sources.auth import ApiKey, Authenticator, KeyStore
 from sources.base import KafkaPublisher
@@ -254,13 +252,10 @@ def create_app(
     install_error_handlers(app)
     app.include_router(ws_ingest_router(kafka.topics, settings, authenticator, limiter))
 
-    request_seconds = BATCH_SECONDS.labels(stage="http")
-
     async def publish(
         request: Request, vertical: str, type_: str, records: list[Any], values: list[bytes]
     ) -> tuple[str, list[str]]:
-        started = time.perf_counter()
-        published = await publish_records(
+        return await publish_records(
             request.app.state.publisher,
             kafka.topics,
             vertical,
@@ -270,8 +265,6 @@ def create_app(
             settings.queue_full_wait_s,
             settings.max_record_bytes,
         )
-        request_seconds.observe(time.perf_counter() - started)  # produced and acknowledged
-        return published
 
     @app.get("/healthz", responses=HEALTH_RESPONSES)
     async def healthz() -> dict[str, str]:

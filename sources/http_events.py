@@ -15,6 +15,7 @@ but the headers every event of a request shares are encoded once, and the event 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,6 +88,10 @@ def check_record_sizes(values: Sequence[bytes], max_record_bytes: int) -> None:
             )
 
 
+# A request (or a WebSocket message) is the HTTP source's batch.
+_REQUEST_SECONDS = metrics.BATCH_SECONDS.labels(stage="http")
+
+
 async def publish_records(
     publisher: KafkaPublisher,
     topics: TopicNames,
@@ -104,6 +109,7 @@ async def publish_records(
     RetriableError (a 503) when Kafka did not acknowledge. A record over
     ``max_record_bytes`` (Kafka would refuse it) is a 413 before anything is produced."""
     check_record_sizes(values, max_record_bytes)
+    started = time.perf_counter()
     if not publisher.room(len(values) + 1):
         raise QueueFullError("the producer queue is full", retry_after=1.0)
     ingestion_id, events, event_ids = request_events(values, records, vertical, type_, SOURCE_NAME)
@@ -114,4 +120,5 @@ async def publish_records(
         await publisher.produce(topics.ingestions, summary, acks, queue_full_wait_s)
     finally:
         await publisher.wait(acks)
+    _REQUEST_SECONDS.observe(time.perf_counter() - started)  # produced and acknowledged
     return ingestion_id, event_ids
