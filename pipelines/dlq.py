@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from pipelines.records import now
 from pipelines.topics import (
     H_ERROR_AT,
     H_ERROR_DETAILS,
@@ -41,17 +41,27 @@ _STAGE_VALUES = {stage: stage.encode() for stage in STAGES}
 
 
 class _ErrorClock:
-    """``now()`` as header bytes, formatted at most once per millisecond: a burst of dead
-    letters (a bad batch) would otherwise spend more on the timestamp than the rest."""
+    """``now()`` as header bytes at millisecond precision, the date and clock formatted once
+    per second: a burst of dead letters (a bad batch) would otherwise spend more on the
+    timestamp than on the rest of its headers.
+
+    >>> len(_ErrorClock()()) == len(b"2026-01-01T00:00:00.000000Z")
+    True
+    """
 
     def __init__(self) -> None:
-        self._millis = -1
-        self._value = b""
+        self._millis = self._second = -1
+        self._prefix = self._value = b""
 
     def __call__(self) -> bytes:
         millis = time.time_ns() // 1_000_000
-        if millis != self._millis:
-            self._millis, self._value = millis, now().encode()
+        if millis == self._millis:
+            return self._value
+        second, fraction = divmod(millis, 1000)
+        if second != self._second:
+            moment = datetime.fromtimestamp(second, UTC)
+            self._second, self._prefix = second, moment.isoformat()[:19].encode()
+        self._millis, self._value = millis, b"%s.%03d000Z" % (self._prefix, fraction)
         return self._value
 
 
