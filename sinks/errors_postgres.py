@@ -29,10 +29,9 @@ from sinks.errors import (
     counts_result,
     error_result,
 )
-from sinks.postgres import (
+from sinks.postgres import PostgresSinkSettings, PostgresStore
+from sinks.postgres_conn import (
     Pool,
-    PostgresSinkSettings,
-    PostgresStore,
     TableReader,
     classify,
     connect,

@@ -10,15 +10,8 @@ from psycopg_pool import PoolTimeout
 
 from sinks.errors import ErrorsSinkSettings
 from sinks.ingestions import FIELDS, IngestionsSink
-from sinks.postgres import (
-    Pool,
-    PostgresSinkSettings,
-    PostgresStore,
-    TableReader,
-    classify,
-    create_in_schema,
-    open_checked_pool,
-)
+from sinks.postgres import PostgresSinkSettings, PostgresStore
+from sinks.postgres_conn import Pool, TableReader, classify, create_in_schema, open_checked_pool
 
 
 def _table(settings: PostgresSinkSettings, errors: ErrorsSinkSettings) -> sql.Identifier:

@@ -9,7 +9,8 @@ from typing import Any
 from psycopg import sql
 
 from pipelines.records import format_time
-from sinks.postgres import PostgresSinkSettings, TableReader
+from sinks.postgres import PostgresSinkSettings
+from sinks.postgres_conn import TableReader
 
 _FIELDS = (
     "vertical",

@@ -21,7 +21,8 @@ from quixstreams.sinks import SinkBackpressureError
 from pipelines.errors import FatalError, RetriableError
 from pipelines.records import format_time
 from sinks.base import BadRowError, UpsertSink
-from sinks.postgres import PostgresSink, PostgresSinkSettings, classify, init_db
+from sinks.postgres import PostgresSink, PostgresSinkSettings, init_db
+from sinks.postgres_conn import classify
 from tests.sinks.conformance import (
     T0,
     T1,
@@ -174,7 +175,15 @@ def test_init_db_creates_schema_and_table_idempotently(pg_dsn: str) -> None:
                     [schema],
                 ).fetchall()
             )
+            indexes = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT indexdef FROM pg_indexes WHERE schemaname = %s", [schema]
+                )
+            }
         assert types["data"] == "jsonb"
+        assert any(d.endswith("(ingestion_id)") for d in indexes), indexes  # ingestion status
+        assert any(d.endswith("(updated_at)") for d in indexes), indexes
         assert types["event_time"] == types["updated_at"] == "timestamp with time zone"
     finally:
         with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -77,6 +77,10 @@ def test_wal_mode_and_schema(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         columns = [row[1] for row in conn.execute('PRAGMA table_info("items")')]
         primary = [row[1] for row in conn.execute('PRAGMA table_info("items")') if row[5]]
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM items WHERE ingestion_id = ?", ["i"]
+        ).fetchall()
+    assert "items_ingestion_id" in str(plan)  # an ingestion's status is no full scan
     assert columns[-1] == "updated_at" and "data" in columns and "kafka_offset" in columns
     assert primary == ["vertical", "type", "source_id"]
 
