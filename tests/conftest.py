@@ -129,6 +129,15 @@ def neo4j_url() -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """RELIABILITY.md again when a reliability scenario ran (one that recorded a result
+    sets ``config._qanat_reliability_ran``: tests/reliability/, the PostgreSQL outage)."""
+    if getattr(session.config, "_qanat_reliability_ran", False):
+        from tests.reliability.results import write_report
+
+        write_report()
+
+
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QANAT_")}

@@ -172,6 +172,7 @@ class ChaosRun:
     log: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
     restarted: dict[str, float] = field(default_factory=dict)
+    broker_restarts: int = 0  # the kill -9 restart and the outage's kill and restart
 
     def say(self, message: str) -> None:
         line = f"[chaos {time.strftime('%H:%M:%S')}] {message}"
@@ -267,6 +268,7 @@ class ChaosRun:
                 self.say(f"kill -9 the broker at batch {client.sent_batches}/{total}; restart")
                 kill_broker(self.broker)
                 restart_broker(self.broker)
+                self.broker_restarts += 1
             else:
                 self._outage(services, client, total)
         return kills
@@ -334,6 +336,7 @@ class ChaosRun:
             time.sleep(0.1)
         client.outage = (start, time.monotonic())
         restart_broker(self.broker)
+        self.broker_restarts += 1
         self.say("Kafka back")
 
     def _converge(self, services: Services, client: Client) -> list[tuple[str, int]]:
@@ -366,8 +369,9 @@ class ChaosRun:
             server_errors=client.server_errors + sum(a >= 500 for a in client.probe_answers),
             requests=client.requests,
             kills=kills,
-            broker_restarts=int(self.plan.broker_restart),
+            broker_restarts=self.broker_restarts,
             outage_s=self.plan.outage_s,
+            component="Kafka" if self.plan.outage_s else "",
             acked_in_outage=len(client.acked_in_outage),
             unexpected=client.unexpected[:5],
             crashes=list(self.crashes),

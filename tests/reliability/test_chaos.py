@@ -2,7 +2,7 @@
 restarted at random (seeded) points of a versioned load, and the broker goes down once;
 the store ends with exactly the latest acknowledged version of every id.
 
-CI mode (default): 5 kills and the broker killed, kept down 10 s and restarted (the run
+CI mode (default): 5 kills and the broker killed, kept down 30 s and restarted (the run
 the Kafka-outage test checks too), a small load. ``QANAT_CHAOS=long``: 20 kills, a
 ``kill -9`` restart of the broker and a 30 s outage, a bigger load (or
 ``.venv/bin/python -m tests.reliability.chaos --kills 20 --outage 30``).
