@@ -348,6 +348,11 @@ def ingestion_routes(
         if problem is not None:
             return problem
         try:
+            if not await run_in_threadpool(allowed, key, id):  # the key first, then the query
+                return unknown(id)
+        except RetriableError as exc:
+            return _store_unavailable(exc)
+        try:
             size = _limit(limit)
             offset = 0 if cursor is None else decode_cursor(cursor)
             if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
@@ -356,8 +361,6 @@ def ingestion_routes(
             where = "query.limit" if "limit" in str(exc) else "query.cursor"
             return error_response(400, f"invalid_{where[6:]}", str(exc), where)
         try:
-            if not await run_in_threadpool(allowed, key, id):
-                return unknown(id)
             found = await run_in_threadpool(errors.errors, id, size + 1, offset)
             if not found and offset == 0:
                 known = await run_in_threadpool(accepted, id) is not None

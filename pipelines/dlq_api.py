@@ -14,7 +14,8 @@
 Auth: ``read_auth`` / ``write_auth`` are the HTTP source's ``Authenticator.require``
 dependencies; the routes check the scope themselves (no ``vertical`` in their paths):
 listing needs ``read``, replaying ``write``, and a key limited to some verticals sees
-and replays only those.
+and replays only those (and sees only the replay jobs over them). The scope, and a
+vertical the request names, are checked before the rest of the request is validated.
 
 >>> filter_from({"vertical": "shop", "headers": {"qanat.source": "http"}}).headers
 (('qanat.source', 'http'),)
@@ -60,9 +61,9 @@ class ScopedKey(Protocol):
 
 
 class BadRequestError(ValueError):
-    def __init__(self, location: str, message: str) -> None:
+    def __init__(self, location: str, message: str, code: str = "invalid_request") -> None:
         super().__init__(message)
-        self.location = location
+        self.location, self.code = location, code
 
 
 def _int(name: str, value: Any, minimum: int = 0) -> int:
@@ -146,20 +147,32 @@ def _cursor(value: str | None) -> tuple[int, int] | None:
     return after[0], after[1]
 
 
-def scoped(wanted: DlqFilter, key: ScopedKey | None, scope: str) -> DlqFilter:
-    """``wanted`` narrowed to what ``key`` may see; BadRequestError(403) when nothing."""
+def check_scope(key: ScopedKey | None, scope: str, vertical: Any = None) -> None:
+    """PermissionError (a 403) unless ``key`` has ``scope`` on ``vertical`` (a string, as
+    the client sent it; anything else: on some vertical). Called before the rest of the
+    request is validated, so a key out of scope learns nothing more than that."""
     if key is None:
-        return wanted
-    if scope not in key.scopes or (
-        wanted.vertical is not None and not key.allows(scope, wanted.vertical)
-    ):
-        raise PermissionError(
-            f"this API key may not {scope} "
-            + ("these dead letters" if wanted.vertical is None else f"vertical {wanted.vertical!r}")
-        )
-    if key.verticals is None:
+        return
+    named = isinstance(vertical, str)
+    if scope not in key.scopes or (named and not key.allows(scope, vertical)):
+        what = f"vertical {vertical!r}" if named else "these dead letters"
+        raise PermissionError(f"this API key may not {scope} {what}")
+
+
+def scoped(wanted: DlqFilter, key: ScopedKey | None, scope: str) -> DlqFilter:
+    """``wanted`` narrowed to what ``key`` may see; PermissionError (a 403) when nothing."""
+    check_scope(key, scope, wanted.vertical)
+    if key is None or key.verticals is None:
         return wanted
     return replace(wanted, verticals=tuple(sorted(key.verticals)))
+
+
+def _sees(key: ScopedKey | None, wanted: DlqFilter) -> bool:
+    """Whether ``key`` may see a job over ``wanted``: every vertical it covers is the key's."""
+    if key is None or key.verticals is None:
+        return True
+    covers = wanted.verticals if wanted.vertical is None else (wanted.vertical,)
+    return covers is not None and set(covers) <= key.verticals
 
 
 def dlq_page(
@@ -196,9 +209,18 @@ def _no_key() -> None:
     return None
 
 
+async def _json_body(request: Request) -> Any:
+    try:
+        return orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        message = f"the body is not valid JSON: {exc}"
+        raise BadRequestError("body", message, "invalid_json") from None
+
+
 def _replay_options(body: Any, key: ScopedKey | None) -> ReplayOptions:
     if not isinstance(body, dict):
         raise BadRequestError("body", "the body must be a JSON object")
+    check_scope(key, "write", body.get("vertical"))
     known = {*_TEXT_FILTERS, *_INT_FILTERS, "since", "until", "headers", "partitions", *_OPTIONS}
     unknown = sorted(set(body) - known)
     if unknown:
@@ -243,6 +265,7 @@ def dlq_router(
         """Dead letters in (partition, offset) order: ``{items, next_cursor}``; pass
         ``next_cursor`` back as ``cursor`` for the next page (null: the last page)."""
         try:
+            check_scope(key, "read", request.query_params.get("vertical"))
             wanted = scoped(_query_filter(request), key, "read")
             page = await run_in_threadpool(dlq_page, kafka, wanted, _cursor(cursor), _limit(limit))
         except BadRequestError as exc:
@@ -258,13 +281,10 @@ def dlq_router(
         """Start a replay (or a dry run) in the background: 202 ``{job_id, replay_id,
         status_url}``; 409 while the same replay runs."""
         try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError as exc:
-            return error_response(400, "invalid_json", f"the body is not valid JSON: {exc}", "body")
-        try:
-            job = replays.start(_replay_options(body, key))
+            check_scope(key, "write")  # before the body: its vertical is checked in it
+            job = replays.start(_replay_options(await _json_body(request), key))
         except BadRequestError as exc:
-            return error_response(400, "invalid_request", str(exc), exc.location)
+            return error_response(400, exc.code, str(exc), exc.location)
         except PermissionError as exc:
             return error_response(403, "forbidden", str(exc), "header.authorization")
         except JobConflictError as exc:
@@ -277,12 +297,15 @@ def dlq_router(
         """A replay job: ``state`` (running, done, stopped, failed), ``examined`` of
         ``total`` dead letters, and its ``summary`` once finished."""
         try:
-            scoped(DlqFilter(), key, "read")
+            check_scope(key, "read")
         except PermissionError as exc:
             return error_response(403, "forbidden", str(exc), "header.authorization")
         job = replays.get(job_id)
         if job is None:
             return error_response(404, "job_not_found", f"no replay job {job_id!r}", "path.job_id")
+        if not _sees(key, job.options.filter):
+            message = "this API key may not read this replay job: it covers other verticals"
+            return error_response(403, "forbidden", message, "header.authorization")
         return _json(200, job.to_json())
 
     return router

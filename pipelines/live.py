@@ -224,15 +224,15 @@ def live_routes(
     async def records_socket(socket: WebSocket, vertical: str, type: str) -> None:
         offered = [p.strip() for p in socket.headers.get("sec-websocket-protocol", "").split(",")]
         await socket.accept(subprotocol="qanat.v1" if "qanat.v1" in offered else None)
+        why = await refused(socket, vertical)  # the key first, then what it asks for
+        if why is not None:
+            await socket.close(POLICY_VIOLATION, f"{why[1]}: {why[2]}"[:120])
+            return
         start = socket.query_params.get("from", "latest")
         problem = bad_identifiers(vertical, type)
         if problem is not None or start not in STARTS:
             reason = "bad vertical or type" if problem is not None else "from: latest or earliest"
             await socket.close(POLICY_VIOLATION, reason)
-            return
-        why = await refused(socket, vertical)
-        if why is not None:
-            await socket.close(POLICY_VIOLATION, f"{why[1]}: {why[2]}"[:120])
             return
         try:
             feed = await open_feed(kafka, vertical, type, start)
@@ -256,14 +256,14 @@ def live_routes(
     ) -> Response:
         """New records of the vertical and type as server-sent events (see
         :mod:`pipelines.live`); ``?from=earliest`` replays the topic first."""
+        why = await refused(request, vertical)  # the key first, then what it asks for
+        if why is not None:
+            return error_response(*why, "header.authorization")
         problem = bad_identifiers(vertical, type)
         if problem is not None:
             return problem
         if start not in STARTS:
             return error_response(400, "invalid_from", "from is latest or earliest", "query.from")
-        why = await refused(request, vertical)
-        if why is not None:
-            return error_response(*why, "header.authorization")
         try:
             feed = await open_feed(kafka, vertical, type, start)
         except FeedUnavailableError as exc:

@@ -258,8 +258,10 @@ class Authenticator:
 
     def require(self, scope: str) -> Callable[..., ApiKey | None]:
         """A FastAPI dependency: the request's key, checked for ``scope`` on the route's
-        ``vertical`` path parameter if it has one (else the route calls :meth:`authorize`
-        once it knows the vertical). It is synchronous, so FastAPI runs it in its thread
+        ``vertical`` path parameter if it has one, else for ``scope`` alone (the route
+        then calls :meth:`authorize` once it knows the vertical). Dependencies run before
+        the route reads anything, so a request is refused (401, 403) before its body,
+        query or path is validated. It is synchronous, so FastAPI runs it in its thread
         pool: a key store lookup never blocks the event loop."""
 
         def dependency(
@@ -270,6 +272,8 @@ class Authenticator:
             vertical = request.path_params.get("vertical")
             if isinstance(vertical, str):
                 self.authorize(key, scope, vertical)
+            elif key is not None and scope not in key.scopes:
+                raise _forbidden(f"this API key has no {scope} scope")
             return key
 
         return dependency
@@ -294,10 +298,8 @@ class Authenticator:
         if key is None or key.allows(scope, vertical):
             return
         if scope not in key.scopes:
-            message = f"this API key has no {scope} scope"
-        else:
-            message = f"this API key may not access vertical {vertical!r}"
-        raise ApiError(403, "forbidden", message, "header.authorization")
+            raise _forbidden(f"this API key has no {scope} scope")
+        raise _forbidden(f"this API key may not access vertical {vertical!r}")
 
 
 def connection_subprotocol_key(conn: HTTPConnection) -> str | None:
@@ -308,6 +310,10 @@ def connection_subprotocol_key(conn: HTTPConnection) -> str | None:
         if protocol.startswith(SUBPROTOCOL_PREFIX):
             return protocol[len(SUBPROTOCOL_PREFIX) :]
     return None
+
+
+def _forbidden(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message, "header.authorization")
 
 
 def _unauthorized(code: str, message: str) -> ApiError:

@@ -15,9 +15,12 @@ ingest route counts against its client's rate limit (:mod:`sources.ratelimit`; o
 default): beyond it, a 429 with ``Retry-After``; so is a request that finds the Kafka
 producer's queue full (the NDJSON stream waits instead: TCP backpressure).
 
-Every error a client can cause is a 4xx with a JSON body saying what is wrong and where
-(:mod:`sources.http_errors`). Records that are JSON objects but invalid are accepted: the
-transform stage validates them and keeps the rejects, with reasons, in the DLQ.
+The key is checked before anything else (a dependency: 401, then 403, then the request's
+own 4xx). Every error a client can cause is a 4xx with a JSON body saying what is wrong
+and where (:mod:`sources.http_errors`); values no consumer could decode (invalid UTF-8, a
+number beyond a float) are a 400 too (:mod:`sources.http_values`). Records that are JSON
+objects but invalid are accepted: the transform stage validates them and keeps the
+rejects, with reasons, in the DLQ.
 
 >>> from fastapi.testclient import TestClient                       # doctest: +SKIP
 >>> app = create_app(KafkaSettings(), HttpSourceSettings())          # doctest: +SKIP
@@ -70,7 +73,7 @@ from sources.http_events import SOURCE_NAME, publish_records
 from sources.http_stream import StreamTarget, ingest_ndjson
 from sources.http_webhooks import (
     WebhookPolicy,
-    check_signature,
+    claimed_signature,
     no_secret_error,
     parse_webhook_body,
 )
@@ -340,9 +343,10 @@ def create_app(
         check_content_type(request)
         body = await read_body(request, settings.max_body_bytes)
         item = parse_object(body)
+        if isinstance(item.get("entity"), str):  # the key's verticals first, then the rest
+            authenticator.authorize(key, "write", item["entity"])
         vertical = body_identifier(item, "entity", "vertical")
         type_ = body_identifier(item, "type", "type")
-        authenticator.authorize(key, "write", vertical)
         ingestion_id, ids = await publish(request, vertical, type_, [item], [body])
         return {"ingestion_id": ingestion_id, "record_count": 1, "event_id": ids[0]}
 
@@ -355,14 +359,16 @@ def create_app(
     async def ingest_webhook(vertical: str, type: str, request: Request) -> dict[str, Any]:
         """One record or an array of them, signed with the vertical's webhook secret (no
         API key: the signature authenticates); 202 once Kafka acknowledged them all."""
-        vertical, type_ = identifier("vertical", vertical), identifier("type", type)
         limiter.check(client_identity(None, _host(request)))
         policy = settings.webhook_policy(vertical)
         if policy is None:
             raise no_secret_error()
-        check_content_type(request)
+        signature = claimed_signature(policy, request.headers)  # 401s first, then the rest
         body = await read_body(request, settings.max_body_bytes)
-        check_signature(policy, request.headers, body)
+        if signature is not None:
+            signature.verify(body)
+        vertical, type_ = identifier("vertical", vertical), identifier("type", type)
+        check_content_type(request)
         values, keys = parse_webhook_body(body, settings.max_records)
         ingestion_id, _ids = await publish(request, vertical, type_, keys, values)
         return {"ingestion_id": ingestion_id, "record_count": len(values)}

@@ -21,6 +21,7 @@ from fastapi import Request
 from pipelines.records import check_identifier
 from sources.http_errors import ApiError
 from sources.http_stream import NDJSON_TYPES
+from sources.http_values import check_values, diagnose
 
 JSON_TYPES = ("application/json", "text/json")
 BATCH_KEYS = ("records", "items")
@@ -73,10 +74,13 @@ def check_stream_content_type(request: Request) -> None:
 
 
 def parse_json(body: bytes) -> Any:
+    """The body's value; 400 ``invalid_json``, or ``invalid_utf8`` / ``number_out_of_range``
+    (:mod:`sources.http_values`) naming the field."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise invalid_json(exc) from None
+        problem = diagnose(body)
+        raise invalid_json(exc) if problem is None else problem.error("body") from None
 
 
 class _Keys(msgspec.Struct):
@@ -105,11 +109,9 @@ def invalid_json(exc: Exception) -> ApiError:
     return ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body")
 
 
-def split_records(
-    array: msgspec.Raw | bytes, max_records: int, location: str
-) -> tuple[list[bytes], list[Keys]]:
-    """The exact bytes and the key fields of each element of a JSON array (already known
-    to be valid JSON); 422 if it is not an array, 413 beyond ``max_records``."""
+def split_records(array: msgspec.Raw | bytes, max_records: int, location: str) -> list[bytes]:
+    """The exact bytes of each element of a JSON array (already known to be valid JSON);
+    422 if it is not an array, 413 beyond ``max_records``."""
     try:
         elements = _ELEMENTS.decode(array)
     except msgspec.ValidationError as exc:
@@ -123,7 +125,17 @@ def split_records(
             f"{len(elements)} records, at most {max_records} per request",
             location,
         )
-    return [bytes(element) for element in elements], [record_keys(e) for e in elements]
+    return [bytes(element) for element in elements]
+
+
+def checked_records(
+    body: bytes, values: list[bytes], location: str
+) -> tuple[list[bytes], list[Keys]]:
+    """``values`` (the elements of the array at ``location``, split from ``body``) and
+    their key fields, once :func:`~sources.http_values.check_values` found every value
+    decodable (400 otherwise)."""
+    check_values(body, values, location)
+    return values, [record_keys(value) for value in values]
 
 
 def parse_batch(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]:
@@ -136,13 +148,16 @@ def parse_batch(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]
         raise ApiError(422, "invalid_body", f"{expected}: {exc}", "body") from None
     except msgspec.DecodeError as exc:
         raise invalid_json(exc) from None
+    except UnicodeDecodeError as exc:  # in a field name
+        check_values(body)
+        raise invalid_json(exc) from None
     present = [key for key in BATCH_KEYS if key in fields]
     if not present:
         raise ApiError(422, "invalid_body", f"{expected}: neither field is there", "body")
     if len(present) > 1:
         raise ApiError(422, "invalid_body", f"{expected}: not both", "body")
-    key = present[0]
-    return split_records(fields[key], max_records, f"body.{key}")
+    location = f"body.{present[0]}"
+    return checked_records(body, split_records(fields[present[0]], max_records, location), location)
 
 
 def parse_object(body: bytes) -> dict[str, Any]:

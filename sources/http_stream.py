@@ -24,6 +24,7 @@ from pipelines.errors import RetriableError
 from pipelines.records import RawMeta, new_id, now, raw_event
 from sources.base import Acks, KafkaPublisher, ingestion_summary
 from sources.http_errors import ApiError, kafka_unavailable
+from sources.http_values import diagnose
 
 logger = logging.getLogger(__name__)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl")
@@ -191,7 +192,12 @@ async def _line(
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        report.reject(number, "invalid_json", f"the line is not valid JSON: {exc}")
+        problem = diagnose(line)  # invalid UTF-8 or a number beyond a float: say where
+        if problem is None:
+            report.reject(number, "invalid_json", f"the line is not valid JSON: {exc}")
+        else:
+            where = f"field {problem.path}" if problem.path else "the line"
+            report.reject(number, problem.code, problem.message(where, whole="line"))
         return
     if not isinstance(obj, dict):
         report.reject(number, "not_an_object", f"expected an object, got {type(obj).__name__}")

@@ -35,8 +35,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from sources.http_body import Keys, invalid_json, record_keys, split_records
+from sources.http_body import Keys, checked_records, invalid_json, record_keys, split_records
 from sources.http_errors import ApiError
+from sources.http_values import check_values
 
 _ANY = msgspec.json.Decoder(msgspec.Raw)
 
@@ -83,13 +84,44 @@ def _timestamp(headers: Mapping[str, str], policy: WebhookPolicy, now: float) ->
     return value
 
 
-def check_signature(
-    policy: WebhookPolicy, headers: Mapping[str, str], body: bytes, now: float | None = None
-) -> None:
-    """Return if ``body`` is signed as ``policy`` demands; raise a 401 :class:`ApiError`
-    saying why not. ``headers`` are looked up by lower-case name."""
+@dataclass(frozen=True)
+class Signature:
+    """A request's claimed signature: what :meth:`verify` checks the body against."""
+
+    policy: WebhookPolicy
+    given: str
+    stamp: str | None
+    location: str
+
+    def verify(self, body: bytes) -> None:
+        """Return if the signature matches ``body``; a 401 :class:`ApiError` otherwise."""
+        secret = self.policy.secret or ""
+        signed = body if self.stamp is None else f"{self.stamp}.".encode() + body
+        if self.policy.scheme == "sha256":
+            scheme, _, hexdigest = self.given.strip().partition("=")
+            if scheme.lower() != "sha256" or not hexdigest:
+                raise _refuse(
+                    "unknown_signature_scheme",
+                    f"unknown signature scheme {scheme!r}: expected sha256=<hex>",
+                    self.location,
+                )
+            digest = hashlib.sha256
+        else:
+            hexdigest, digest = self.given.strip(), hashlib.sha1
+        expected = hmac.new(secret.encode(), signed, digest).hexdigest()
+        if not hmac.compare_digest(expected.encode(), hexdigest.lower().encode()):
+            message = "bad signature: it does not match the body"
+            raise _refuse("bad_signature", message, self.location)
+
+
+def claimed_signature(
+    policy: WebhookPolicy, headers: Mapping[str, str], now: float | None = None
+) -> Signature | None:
+    """The signature the headers claim (None: ``policy`` takes unsigned webhooks), checked
+    before the body is read: a 401 :class:`ApiError` when it is missing or its timestamp
+    is outside the window. ``headers`` are looked up by lower-case name."""
     if policy.secret is None:
-        return
+        return None
     if policy.scheme not in SCHEMES:
         raise _refuse(
             "unknown_signature_scheme",
@@ -102,21 +134,17 @@ def check_signature(
     if not given:
         raise _refuse("missing_signature", f"missing signature: no {header} header", location)
     stamp = _timestamp(headers, policy, time.time() if now is None else now)
-    signed = body if stamp is None else f"{stamp}.".encode() + body
-    if policy.scheme == "sha256":
-        scheme, _, hexdigest = given.strip().partition("=")
-        if scheme.lower() != "sha256" or not hexdigest:
-            raise _refuse(
-                "unknown_signature_scheme",
-                f"unknown signature scheme {scheme!r}: expected sha256=<hex>",
-                location,
-            )
-        digest = hashlib.sha256
-    else:
-        hexdigest, digest = given.strip(), hashlib.sha1
-    expected = hmac.new(policy.secret.encode(), signed, digest).hexdigest()
-    if not hmac.compare_digest(expected.encode(), hexdigest.lower().encode()):
-        raise _refuse("bad_signature", "bad signature: it does not match the body", location)
+    return Signature(policy, given, stamp, location)
+
+
+def check_signature(
+    policy: WebhookPolicy, headers: Mapping[str, str], body: bytes, now: float | None = None
+) -> None:
+    """Return if ``body`` is signed as ``policy`` demands; raise a 401 :class:`ApiError`
+    saying why not. ``headers`` are looked up by lower-case name."""
+    signature = claimed_signature(policy, headers, now)
+    if signature is not None:
+        signature.verify(body)
 
 
 def no_secret_error() -> ApiError:
@@ -129,17 +157,19 @@ def no_secret_error() -> ApiError:
 
 def parse_webhook_body(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]:
     """The records of a webhook body (an object, or an array of objects): the exact bytes
-    and the key fields of each; 400/413/422 :class:`ApiError` otherwise."""
+    and the key fields of each; 400/413/422 :class:`ApiError` otherwise (400 too for a
+    record no consumer could decode: :mod:`sources.http_values`)."""
     try:
         _ANY.decode(body)  # valid JSON?
     except msgspec.DecodeError as exc:
         raise invalid_json(exc) from None
     start = body.lstrip()[:1]
     if start == b"{":
+        check_values(body)
         return [body.strip()], [record_keys(body)]
     if start != b"[":
         raise ApiError(422, "invalid_body", "expected an object or an array of objects", "body")
-    values, keys = split_records(body, max_records, "body")
+    values, keys = checked_records(body, split_records(body, max_records, "body"), "body")
     for index, record_key in enumerate(keys):
         if record_key is None:
             raise ApiError(422, "invalid_record", "expected an object", f"body.{index}")

@@ -34,10 +34,11 @@ MB = 1024 * 1024
 class Case:
     name: str
     body: bytes | Iterator[bytes]
-    expect: int | str  # an HTTP status, "dlq" or "stored"
+    expect: int | str  # an HTTP status, "dlq", "stored" or "rejected" (a stream's lines)
     code: str | None = None
     path: str = BATCH
     content_type: str | None = "application/json"
+    location: str | None = None
 
 
 def _nested(depth: int) -> bytes:
@@ -65,6 +66,7 @@ def corpus_cases() -> list[Case]:
             (CORPUS / name).read_bytes(),
             spec.get("status", spec.get("expect")),
             spec.get("code"),
+            location=spec.get("location"),
         )
         for name, spec in manifest.items()
         if not name.startswith("_")
@@ -141,6 +143,44 @@ def generated_cases() -> list[Case]:
             "invalid_vertical",
             path="/api/v1/ingest",
         ),
+        *undecodable_value_cases(),
+    ]
+
+
+def undecodable_value_cases() -> list[Case]:
+    """Invalid UTF-8 and numbers beyond a float on every route besides the batch's."""
+    single, hook = "/api/v1/ingest/badinput/thing", "/api/v1/webhooks/ingest/badinput/thing"
+    stream = "/api/v1/ingest/badinput/thing/stream"
+    utf8, huge = b'{"name": "caf\xe9", "source_id": "v1"}', b'{"name": "n", "price": -1e400}'
+    item = b'{"entity": "badinput", "type": "thing", "title": "x", "n": [' + b"9" * 320 + b"]}"
+    return [
+        Case("invalid UTF-8, single", utf8, 400, "invalid_utf8", single, location="body.name"),
+        Case("-1e400, single", huge, 400, "number_out_of_range", single, location="body.price"),
+        Case(
+            "huge integer, item",
+            item,
+            400,
+            "number_out_of_range",
+            "/api/v1/ingest",
+            location="body.n.0",
+        ),
+        Case("invalid UTF-8, webhook", utf8, 400, "invalid_utf8", hook, location="body.name"),
+        Case(
+            "-1e400, webhook array",
+            b"[" + utf8.replace(b"caf\xe9", b"ok") + b", " + huge + b"]",
+            400,
+            "number_out_of_range",
+            hook,
+            location="body.1.price",
+        ),
+        Case(
+            "invalid UTF-8 and 1e400, stream lines",
+            utf8 + b"\n" + huge + b"\n",
+            "rejected",
+            None,
+            stream,
+            "application/x-ndjson",
+        ),
     ]
 
 
@@ -181,6 +221,15 @@ def _post(client: httpx.Client, base: str, case: Case) -> httpx.Response:
         raise AssertionError(f"{case.name}: no answer ({exc!r})") from exc
 
 
+def _stream_problems(case: Case, response: httpx.Response) -> list[str]:
+    """A stream's bad lines are each rejected with their code; nothing of them produced."""
+    body = response.json() if response.status_code == 202 else {}
+    codes = [error["code"] for error in body.get("errors", [])]
+    if body.get("accepted") != 0 or codes != ["invalid_utf8", "number_out_of_range"]:
+        return [f"{case.name}: {response.status_code} {response.text[:300]}"]
+    return []
+
+
 def _outcomes(
     kafka: KafkaSettings, ingestions: set[str], timeout: float = 60
 ) -> dict[str, tuple[str, dict[str, str]]]:
@@ -216,6 +265,7 @@ def test_every_bad_input_is_a_clear_4xx_or_a_dead_letter_and_services_stay_up(
         "QANAT_KAFKA_PARTITIONS": str(kafka.partitions),
         "QANAT_HTTP_PORT": str(port),
         "QANAT_HTTP_AUTH": "none",
+        "QANAT_HTTP_WEBHOOK_ALLOW_UNSIGNED": "true",
         "QANAT_OPS_PORT": "0",
     }
     (services.logs.parent / "no-schemas").mkdir()
@@ -234,7 +284,9 @@ def test_every_bad_input_is_a_clear_4xx_or_a_dead_letter_and_services_stay_up(
         with httpx.Client(timeout=60) as client:
             response = _post(client, base, case)
             server_errors += response.status_code >= 500
-            if response.status_code == 202:
+            if case.expect == "rejected":
+                problems += _stream_problems(case, response)
+            elif response.status_code == 202:
                 accepted[response.json()["ingestion_id"]] = case
                 if not isinstance(case.expect, str):
                     problems.append(f"{case.name}: 202, expected {case.expect}")
@@ -248,6 +300,8 @@ def test_every_bad_input_is_a_clear_4xx_or_a_dead_letter_and_services_stay_up(
                 assert {"code", "message", "location", "details"} <= error.keys(), case.name
                 if case.code and error["code"] != case.code:
                     problems.append(f"{case.name}: code {error['code']}, expected {case.code}")
+                if case.location and error["location"] != case.location:
+                    problems.append(f"{case.name}: at {error['location']}, not {case.location}")
                 assert "Traceback" not in response.text
             services.check_alive()
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}, case.name

@@ -10,7 +10,9 @@ listed here with it, not repeated:
   ``body_too_large``) and tests/sources/test_http_single.py;
 * API keys stored only hashed: tests/sources/test_auth.py
   ``test_a_created_key_verifies_and_is_stored_only_hashed`` (and, with the service's own
-  log, below).
+  log, below);
+* scopes enforced on every route and WebSocket, before the request is validated:
+  tests/reliability/test_scopes.py.
 """
 
 from __future__ import annotations
@@ -28,24 +30,18 @@ from unittest import mock
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
 
 from pipelines.config import KafkaSettings
 from pipelines.devbroker import free_port
 from pipelines.records import check_identifier
 from sources import auth, http_webhooks
-from sources.auth import SQLiteKeyStore, create_key
+from tests.reliability.http_app import WEBHOOK_SECRET, capture_app, make_keys
 from tests.services import Services
 
 pytestmark = pytest.mark.reliability
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = 'a"; drop table x; --'
-# A body that names its vertical, for the route whose vertical is in the body.
-ITEM = {"name": "x", "entity": "sec", "type": "thing"}
-# Valid bodies of routes that check the scope once they know what the body asks for.
-BODIES: dict[str, Any] = {"/api/v1/dlq/replay": {"dry_run": True}}
 
 
 def _qanat(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -110,108 +106,11 @@ def real_app(
     kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FastAPI]:
     """The application ``qanat source http`` serves, captured from the CLI itself."""
-    import uvicorn
-
-    from pipelines import cli
-
-    for name, value in {
-        "QANAT_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "QANAT_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "QANAT_DATA_DIR": str(tmp_path / "data"),
-        "QANAT_HTTP_WEBHOOK_SECRET": "s3cret-value-for-tests",
-    }.items():
-        monkeypatch.setenv(name, value)
-    captured: list[FastAPI] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **_: captured.append(app))
-    monkeypatch.setattr(cli, "exit_zero_after_sigterm", lambda: None, raising=False)
-    cli.source_http()
-    yield captured[0]
-
-
-def _keys(tmp_path: Path) -> dict[str, str]:
-    store = SQLiteKeyStore(tmp_path / "data" / "keys.db")
-    out = {}
-    for scope in ("read", "write", "admin"):
-        out[scope] = create_key(store, f"only-{scope}", [scope], None)[1]
-    out["other-vertical"] = create_key(store, "other", ["read", "write", "admin"], ["other"])[1]
-    return out
-
-
-def _concrete(path: str) -> str:
-    for name, value in {"{vertical}": "sec", "{type}": "thing"}.items():
-        path = path.replace(name, value)
-    return path.replace("{", "x").replace("}", "x")
-
-
-def _flatten(routes: list[Any]) -> list[Any]:
-    """Every route, included routers' too (FastAPI keeps those as included routers)."""
-    out = []
-    for route in routes:
-        router = getattr(route, "original_router", None)
-        out += _flatten(list(router.routes)) if router is not None else [route]
-    return out
-
-
-def test_scopes_are_enforced_on_every_data_route_and_websocket(
-    real_app: FastAPI, tmp_path: Path
-) -> None:
-    keys = _keys(tmp_path)
-    routes = [r for r in _flatten(real_app.routes) if getattr(r, "path", "").startswith("/api/v1/")]
-    http = [r for r in routes if isinstance(r, APIRoute) and "/webhooks/" not in r.path]
-    sockets = [r for r in routes if isinstance(r, APIWebSocketRoute)]
-    assert len(http) >= 5 and sockets, [getattr(r, "path", r) for r in routes]
-    problems: list[str] = []
-    unverified: list[str] = []
-    with TestClient(real_app) as client:
-        for route in http:
-            for method in route.methods - {"HEAD", "OPTIONS"}:
-                path = _concrete(route.path)
-                answers = {
-                    name: client.request(
-                        method,
-                        path,
-                        json=BODIES.get(route.path, ITEM),
-                        headers={"authorization": f"Bearer {key}"},
-                    ).status_code
-                    for name, key in {"none": "", **keys}.items()
-                    # a read key would open the endless event stream: the others suffice
-                    if not ("/sse/" in route.path and name == "read")
-                }
-                if set(answers.values()) - {401} == {404}:
-                    # an unknown id is a 404 before any scope check (nothing to guard)
-                    unverified.append(f"{method} {route.path}")
-                    continue
-                if answers["none"] != 401:
-                    problems.append(f"{method} {route.path} without a key: {answers['none']}")
-                if not any(answers.get(s) == 403 for s in ("read", "write", "admin")):
-                    problems.append(f"{method} {route.path}: no scope is refused: {answers}")
-                if "{vertical}" in route.path and answers["other-vertical"] != 403:
-                    problems.append(f"{method} {route.path}: another vertical's key: {answers}")
-        for route in sockets:
-            path = _concrete(route.path)
-            for name, key in {
-                "none": "",
-                "read": keys["read"],
-                "other-vertical": keys["other-vertical"],
-            }.items():
-                if name == "read" and "/ws/ingest/" not in route.path:
-                    continue  # read-only sockets (live) take a read key
-                try:
-                    with client.websocket_connect(
-                        path, headers={"authorization": f"Bearer {key}"}
-                    ) as ws:
-                        ws.send_text('{"name": "x"}')
-                        message = ws.receive_json()
-                        problems.append(f"WS {route.path} with {name}: {message}")
-                except WebSocketDisconnect as exc:
-                    if exc.code != 1008:
-                        problems.append(f"WS {route.path} with {name}: closed {exc.code}")
-    assert not problems, "\n".join(problems)
-    assert len(unverified) <= 3, unverified
+    yield capture_app(kafka, tmp_path / "data", monkeypatch)
 
 
 def test_hmac_and_key_comparisons_are_constant_time(real_app: FastAPI, tmp_path: Path) -> None:
-    keys = _keys(tmp_path)
+    keys = make_keys(tmp_path / "data")
     calls: list[tuple[Any, Any]] = []
     real = hmac.compare_digest
 
@@ -220,7 +119,7 @@ def test_hmac_and_key_comparisons_are_constant_time(real_app: FastAPI, tmp_path:
         return real(a, b)
 
     body = b'{"name": "signed", "source_id": "h1"}'
-    signature = hmac.new(b"s3cret-value-for-tests", body, "sha256").hexdigest()
+    signature = hmac.new(WEBHOOK_SECRET.encode(), body, "sha256").hexdigest()
     with mock.patch.object(hmac, "compare_digest", spy), TestClient(real_app) as client:
         for sig in (signature, "0" * 64):
             client.post(
