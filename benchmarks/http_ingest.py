@@ -87,7 +87,7 @@ def baseline_events(batches: list[list[dict[str, Any]]]) -> list[RawEvent]:
 
 
 def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
-    """The service's producer settings (``sources.base.KafkaPublisher``, with the queue
+    """The service's producer settings (``sources.publisher.KafkaPublisher``, with the queue
     bounds ``HttpSourceSettings`` gives it by default)."""
     defaults = HttpSourceSettings.model_fields
     return kafka.client(

@@ -46,7 +46,6 @@ from pipelines.config import KafkaSettings, QanatSettings
 from pipelines.errors import ConfigError
 from pipelines.topics import ensure_topics
 from sources.auth import ApiKey, Authenticator, KeyStore
-from sources.base import KafkaPublisher
 from sources.http_body import (
     body_identifier,
     check_content_type,
@@ -78,6 +77,7 @@ from sources.http_webhooks import (
     parse_webhook_body,
 )
 from sources.http_ws import ws_ingest_router
+from sources.publisher import KafkaPublisher
 from sources.ratelimit import RateLimiter, client_identity
 
 __all__ = ["ApiError", "HttpSourceSettings", "create_app"]

@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.errors import RetriableError
-from sources.base import QueueFullError
+from sources.publisher import QueueFullError
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def retry_after_header(seconds: float) -> str:
 
 def kafka_unavailable(exc: RetriableError, extra: dict[str, Any] | None = None) -> ApiError:
     """The 503 for data Kafka did not acknowledge: the client must retry it; the 429 when
-    the producer's local queue is full (:class:`sources.base.QueueFullError`)."""
+    the producer's local queue is full (:class:`sources.publisher.QueueFullError`)."""
     if isinstance(exc, QueueFullError):
         return ApiError(
             429,

@@ -32,8 +32,9 @@ from pipelines.topics import (
     TopicNames,
     record_key,
 )
-from sources.base import KafkaPublisher, QueueFullError, ingestion_summary
+from sources.base import ingestion_summary
 from sources.http_errors import ApiError
+from sources.publisher import KafkaPublisher, QueueFullError
 
 CONTENT_TYPE = b"application/json"
 SOURCE_NAME = "http"

@@ -22,9 +22,10 @@ from starlette.requests import ClientDisconnect
 
 from pipelines.errors import RetriableError
 from pipelines.records import RawMeta, new_id, now, raw_event
-from sources.base import Acks, KafkaPublisher, ingestion_summary
+from sources.base import ingestion_summary
 from sources.http_errors import ApiError, kafka_unavailable
 from sources.http_values import diagnose
+from sources.publisher import Acks, KafkaPublisher
 
 logger = logging.getLogger(__name__)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl")

@@ -39,9 +39,10 @@ from pipelines import metrics
 from pipelines.config import KafkaSettings
 from pipelines.errors import ConfigError, FatalError, RetriableError
 from pipelines.records import RawEvent
-from sources.base import KafkaPublisher, ingestion_summary
+from sources.base import ingestion_summary
 from sources.mqtt_events import SOURCE_NAME, Ingestion, IngestionWindows, message_events
 from sources.mqtt_settings import MqttSourceSettings, MqttTopic
+from sources.publisher import KafkaPublisher
 
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage

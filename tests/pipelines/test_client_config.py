@@ -51,7 +51,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     monkeypatch.setattr(confluent_kafka, "Producer", Recorder)
     monkeypatch.setattr(confluent_kafka, "Consumer", Recorder)
     monkeypatch.setattr(confluent_kafka.admin, "AdminClient", Recorder)
-    for module in ("sources.base", "sinks.base", "pipelines.registry"):
+    for module in ("sources.base", "sources.publisher", "sinks.base", "pipelines.registry"):
         for name in CLIENTS:
             monkeypatch.setattr(f"{module}.{name}", Recorder, raising=False)
     return Recorder.configs
@@ -63,7 +63,7 @@ def test_every_client_factory_passes_client_config(recorded: list[dict[str, Any]
     from pipelines.ops import KafkaCheck, LagMonitor
     from pipelines.topics import ensure_topics
     from sinks.base import KafkaDeadLetters
-    from sources.base import KafkaPublisher
+    from sources.publisher import KafkaPublisher
 
     kafka = KafkaSettings(bootstrap_servers="broker.example:9092", client_config=SECURITY)
     KafkaPublisher(kafka).close()

@@ -13,7 +13,8 @@ from prometheus_client import REGISTRY
 
 from pipelines.config import KafkaSettings
 from sinks.sqlite import SQLiteSink, SQLiteSinkSettings
-from sources.base import KafkaPublisher, build_raw_events
+from sources.base import build_raw_events
+from sources.publisher import KafkaPublisher
 from tests.sinks.conformance import TOPIC, deliver, record
 
 

@@ -134,7 +134,7 @@ def test_unknown_route_is_a_json_404(client: TestClient) -> None:
 
 def test_unreachable_kafka_is_a_503_never_a_202(kafka: KafkaSettings) -> None:
     from pipelines.devbroker import free_port
-    from sources.base import KafkaPublisher
+    from sources.publisher import KafkaPublisher
 
     dead = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
     publisher = KafkaPublisher(dead, delivery_timeout_s=2.0)

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipelines.config import KafkaSettings
-from sources.base import KafkaPublisher
 from sources.http import HttpSourceSettings, create_app
+from sources.publisher import KafkaPublisher
 from sources.ratelimit import RateLimiter
 from tests.kafka_helpers import consume
 from tests.sources.http_server import serve

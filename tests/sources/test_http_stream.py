@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from pipelines.config import KafkaSettings
 from pipelines.devbroker import free_port
 from pipelines.records import RawEvent
-from sources.base import Acks, KafkaPublisher
 from sources.http import HttpSourceSettings, create_app
+from sources.publisher import Acks, KafkaPublisher
 from tests.kafka_helpers import consume
 from tests.sources.http_server import serve
 

@@ -15,8 +15,8 @@ from starlette.websockets import WebSocketDisconnect
 from pipelines.config import KafkaSettings
 from pipelines.devbroker import free_port
 from sources.auth import SQLiteKeyStore, create_key
-from sources.base import KafkaPublisher
 from sources.http import HttpSourceSettings, create_app
+from sources.publisher import KafkaPublisher
 from tests.kafka_helpers import consume
 
 pytestmark = pytest.mark.integration
