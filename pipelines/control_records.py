@@ -59,6 +59,32 @@ PAGE: dict[str, Any] = {
     },
 }
 
+_COUNT = {"type": "integer", "minimum": 0}
+INGESTION: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "ingestion_id",
+        "accepted",
+        "invalid",
+        "valid",
+        "stored",
+        "handled",
+        "status",
+        "invalid_by_stage",
+    ],
+    "properties": {
+        "ingestion_id": {"type": "string"},
+        "accepted": {"type": ["integer", "null"], "minimum": 0},
+        "invalid": _COUNT,
+        "valid": {"type": ["integer", "null"], "minimum": 0},
+        "stored": _COUNT,
+        "handled": _COUNT,
+        "status": {"type": "string", "enum": ["processing", "complete"]},
+        "invalid_by_stage": {"type": "object", "additionalProperties": _COUNT},
+    },
+}
+"""The answer of ``GET /ingestions/{id}`` (:func:`ingestion_status`)."""
+
 
 class RecordReader(Protocol):
     """Reads the datastore's table of current state (:mod:`sinks.read_sqlite`,
@@ -81,6 +107,11 @@ class RecordReader(Protocol):
 
     def count_ingestion(self, ingestion_id: str) -> int:
         """Rows whose latest version came from ``ingestion_id``."""
+        ...
+
+    def handled_ingestion(self, ingestion_id: str) -> int:
+        """Records of ``ingestion_id`` the sink upserted or found superseded by a newer
+        version (0 while the store has no progress table)."""
         ...
 
     def close(self) -> None: ...
@@ -149,29 +180,36 @@ def _page(items: list[Any], limit: int, position: Callable[[Any], Any]) -> dict[
 
 
 def ingestion_status(
-    ingestion_id: str, accepted: int | None, counts: dict[str, Any], stored: int
+    ingestion_id: str, accepted: int | None, counts: dict[str, Any], stored: int, handled: int = 0
 ) -> dict[str, Any]:
     """The answer of ``GET /ingestions/{id}``.
 
     ``accepted`` is None until the ingestion's summary is stored (the errors sink stores
     it from the ingestions topic); then ``valid`` is unknown too and it is processing.
-    ``valid`` = accepted - invalid; complete once invalid + stored reach accepted.
+    ``valid`` = accepted - invalid. ``stored`` counts the rows that carry the ingestion id
+    now (a later ingestion updating a row takes it away), ``handled`` the records the sink
+    upserted or found superseded by a newer version: complete once invalid + handled reach
+    accepted (with a store that does not count ``handled`` yet, invalid + stored).
 
     >>> ingestion_status("i", 3, {"invalid": 1, "by_stage": {"validate": 1}}, 2)["status"]
     'complete'
+    >>> answer = ingestion_status("i", 4, {"invalid": 1}, stored=0, handled=3)
+    >>> answer["status"], answer["stored"], answer["handled"]
+    ('complete', 0, 3)
     """
     invalid = int(counts.get("invalid", 0))
     if accepted is None:
         valid, status = None, "processing"
     else:
         valid = max(accepted - invalid, 0)
-        status = "complete" if invalid + stored >= accepted else "processing"
+        status = "complete" if invalid + max(handled, stored) >= accepted else "processing"
     return {
         "ingestion_id": ingestion_id,
         "accepted": accepted,
         "invalid": invalid,
         "valid": valid,
         "stored": stored,
+        "handled": handled,
         "status": status,
         "invalid_by_stage": counts.get("by_stage", {}),
     }
@@ -295,6 +333,9 @@ def ingestion_routes(
     def stored_rows(ingestion_id: str) -> int:
         return 0 if records is None else records.count_ingestion(ingestion_id)
 
+    def handled_records(ingestion_id: str) -> int:
+        return 0 if records is None else records.handled_ingestion(ingestion_id)
+
     def accepted(ingestion_id: str) -> int | None:
         summary = None if ledger is None else ledger.summary(ingestion_id)
         return None if summary is None else int(summary["accepted"])
@@ -312,12 +353,16 @@ def ingestion_routes(
     @router.get(
         "/ingestions/{id}",
         tags=["ingestions"],
-        responses=responses({200: "What became of the ingestion."}, 400, 401, 403, 404, 503),
+        responses=responses(
+            {200: "What became of the ingestion."}, 400, 401, 403, 404, 503, schema=INGESTION
+        ),
     )
     async def ingestion(id: str, key: Any = request_key) -> Response:
-        """``{ingestion_id, accepted, invalid, valid, stored, status, invalid_by_stage}``:
-        ``invalid`` counts its dead letters (a replayed event once), ``stored`` the rows
-        whose latest version it wrote (a later ingestion updating a row takes it away)."""
+        """``{ingestion_id, accepted, invalid, valid, stored, handled, status,
+        invalid_by_stage}``: ``invalid`` counts its dead letters (a replayed event once),
+        ``stored`` the rows whose latest version it wrote (a later ingestion updating a row
+        takes it away), ``handled`` its records the sink upserted or found superseded by a
+        newer version; ``complete`` once invalid + handled reach accepted."""
         problem = bad_id(id)
         if problem is not None:
             return problem
@@ -327,11 +372,12 @@ def ingestion_routes(
             total = await run_in_threadpool(accepted, id)
             counts = await run_in_threadpool(errors.counts, id)
             stored = await run_in_threadpool(stored_rows, id)
+            handled = await run_in_threadpool(handled_records, id)
         except RetriableError as exc:
             return _store_unavailable(exc)
-        if total is None and not counts.get("dead_letters") and not stored:
+        if total is None and not counts.get("dead_letters") and not stored and not handled:
             return unknown(id)
-        return json_response(200, ingestion_status(id, total, counts, stored))
+        return json_response(200, ingestion_status(id, total, counts, stored, handled))
 
     @router.get(
         "/ingestions/{id}/errors",
@@ -365,6 +411,7 @@ def ingestion_routes(
             if not found and offset == 0:
                 known = await run_in_threadpool(accepted, id) is not None
                 known = known or await run_in_threadpool(stored_rows, id) > 0
+                known = known or await run_in_threadpool(handled_records, id) > 0
                 if not known:
                     return unknown(id)
         except RetriableError as exc:

@@ -5,7 +5,8 @@ between two checkpoints) it turns items into :class:`Row` objects, keeps the new
 of each ``(vertical, type, source_id)`` and hands them to the subclass's :meth:`upsert`, one
 transaction. The subclass's SQL replaces a stored row only if
 ``(event_time, kafka_offset)`` is greater than the stored one, so a redelivery or a replay
-never puts old data over new (design.md, "Delivery guarantees").
+never puts old data over new (design.md, "Delivery guarantees"). The same transaction
+counts what the batch handled per ingestion (:mod:`sinks.progress`).
 
 Errors, by the kind the subclass raises:
 
@@ -39,6 +40,7 @@ from pipelines.errors import FatalError, QanatError, RetriableError
 from pipelines.logs import message_fields
 from pipelines.metrics import BATCH_SECONDS, count, count_invalid
 from pipelines.topics import H_INGESTION_ID, H_TYPE, H_VERTICAL, decode_headers
+from sinks.progress import Progress, progress_of
 
 logger = logging.getLogger(__name__)
 
@@ -418,8 +420,9 @@ class UpsertSink(BatchingSink, abc.ABC):
         super().flush()  # type: ignore[no-untyped-call]
 
     @abc.abstractmethod
-    def upsert(self, rows: list[Row]) -> None:
-        """Write ``rows`` (unique keys) in one transaction with the version guard.
+    def upsert(self, rows: list[Row], progress: Sequence[Progress] = ()) -> None:
+        """Write ``rows`` (unique keys) in one transaction with the version guard, and add
+        ``progress`` (:mod:`sinks.progress`) in the same transaction.
 
         Raise RetriableError, FatalError or BadRowError; nothing is kept on error.
         """
@@ -443,7 +446,7 @@ class UpsertSink(BatchingSink, abc.ABC):
                 row = to_row(value, topic, partition, item.offset)
             rows.append(row)
         with backpressure_on_retriable(batch):
-            rejected = self._upsert_isolating(newest_per_key(rows))
+            rejected = self._upsert_isolating(newest_per_key(rows), rows) if rows else []
             if rejected:
                 items = {item.offset: item for item in batch}
                 for row, error in rejected:
@@ -461,35 +464,40 @@ class UpsertSink(BatchingSink, abc.ABC):
         BATCH_SECONDS.labels(stage=STAGE).observe(time.perf_counter() - started)
         logger.debug("%s[%d]: %d stored or dead", batch.topic, batch.partition, batch.size)
 
-    def _upsert_isolating(self, rows: list[Row]) -> list[tuple[Row, BadRowError]]:
-        """Upsert, splitting in halves around rejected rows; returns each rejected row."""
-        if not rows:
-            return []
+    def _upsert_isolating(self, rows: list[Row], batch: list[Row]) -> list[tuple[Row, BadRowError]]:
+        """Upsert ``rows`` with the progress of the ``batch`` they came from; around rejected
+        rows, split, then add the progress of the rest on its own. Returns the rejected."""
         try:
-            self.upsert(rows)
+            self.upsert(rows, progress_of(batch))
             return []
         except BadRowError as exc:
-            if len(rows) == 1:
-                row = rows[0]
-                where = message_fields(
-                    row.kafka_topic, row.kafka_partition, row.kafka_offset, row.ingestion_id
-                )
-                logger.info("row at offset %d rejected: %s", row.kafka_offset, exc, extra=where)
-                return [(rows[0], exc)]
-        middle = len(rows) // 2
-        return self._upsert_isolating(rows[:middle]) + self._upsert_isolating(rows[middle:])
+            rejected = self._isolate(rows, exc)
+        rest = progress_of(batch, {row.kafka_offset for row, _error in rejected})
+        if rest:
+            self.upsert([], rest)
+        return rejected
+
+    def _isolate(self, rows: list[Row], error: BadRowError) -> list[tuple[Row, BadRowError]]:
+        """Split ``rows`` (their upsert raised ``error``) in halves until each rejected row
+        is alone; the others land. Returns each rejected row."""
+        if len(rows) == 1:
+            row = rows[0]
+            where = message_fields(
+                row.kafka_topic, row.kafka_partition, row.kafka_offset, row.ingestion_id
+            )
+            logger.info("row at offset %d rejected: %s", row.kafka_offset, error, extra=where)
+            return [(row, error)]
+        rejected = []
+        for half in (rows[: len(rows) // 2], rows[len(rows) // 2 :]):
+            try:
+                self.upsert(half)
+            except BadRowError as exc:
+                rejected += self._isolate(half, exc)
+        return rejected
 
     @staticmethod
     def _letter(
         item: SinkItem, batch: SinkBatch, reason: str, details: list[dict[str, Any]]
     ) -> DeadLetter:
-        return DeadLetter(
-            key=item.key,
-            value=item.value,
-            headers=item.headers,
-            topic=batch.topic,
-            partition=batch.partition,
-            offset=item.offset,
-            reason=reason,
-            details=details,
-        )
+        where = (batch.topic, batch.partition, item.offset)
+        return DeadLetter(item.key, item.value, item.headers, *where, reason, details)

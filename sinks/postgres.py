@@ -10,6 +10,7 @@ Errors are told apart by SQLSTATE only: see :mod:`sinks.postgres_conn`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import orjson
@@ -21,6 +22,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from pipelines.config import QanatSettings
+from sinks import progress_postgres
 from sinks.base import (
     KEY_COLUMNS,
     ROW_COLUMNS,
@@ -37,6 +39,7 @@ from sinks.postgres_conn import (
     create_in_schema,
     open_pool,
 )
+from sinks.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +142,8 @@ class PostgresSinkSettings(QanatSettings):
 
 
 def ddl(settings: PostgresSinkSettings) -> list[sql.Composed]:
-    """The statements that create the table and its indexes, if missing."""
+    """The statements that create the table, its indexes and its progress table
+    (:mod:`sinks.progress`), if missing."""
     table = sql.Identifier(settings.schema_name, settings.table)
     columns = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
@@ -157,6 +161,7 @@ def ddl(settings: PostgresSinkSettings) -> list[sql.Composed]:
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (ingestion_id)").format(
             sql.Identifier(f"{settings.table}_ingestion_id"[:63]), table
         ),
+        *progress_postgres.ddl(settings.schema_name, settings.table),
     ]
 
 
@@ -289,6 +294,7 @@ class PostgresSink(PostgresStore, UpsertSink):
         self._copy_table_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(table, names)
         self._direct_after = 0  # batches until the next try of a direct COPY
         self._upsert_sql = _upsert_sql(settings)
+        self._progress_sql = progress_postgres.add_sql(settings.schema_name, settings.table)
 
     def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
         create_tables(conn, self.settings)
@@ -303,8 +309,8 @@ class PostgresSink(PostgresStore, UpsertSink):
             wait=s.pool_min_size > 0,
         )
 
-    def upsert(self, rows: list[Row]) -> None:
-        """One transaction: COPY into the stage, then the guarded upsert.
+    def upsert(self, rows: list[Row], progress: Sequence[Progress] = ()) -> None:
+        """One transaction: COPY into the stage, the guarded upsert, then the progress.
 
         While batches bring only new keys (a first load, a backfill), the rows are COPied
         straight into the table instead, under a savepoint: the primary key refuses a key
@@ -313,15 +319,23 @@ class PostgresSink(PostgresStore, UpsertSink):
         """
         try:
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                if self._direct_after > 0:
-                    self._direct_after -= 1
-                elif self._copy_direct(conn, cur, rows):
-                    return
-                cur.execute(self._stage_sql)
-                self._copy(cur, self._copy_sql, rows)
-                cur.execute(self._upsert_sql)
+                if rows:
+                    self._write(conn, cur, rows)
+                if progress:
+                    cur.execute(self._progress_sql, progress_postgres.add_params(progress))
         except psycopg.Error as exc:
             raise classify(exc) from exc
+
+    def _write(
+        self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], rows: list[Row]
+    ) -> None:
+        if self._direct_after > 0:
+            self._direct_after -= 1
+        elif self._copy_direct(conn, cur, rows):
+            return
+        cur.execute(self._stage_sql)
+        self._copy(cur, self._copy_sql, rows)
+        cur.execute(self._upsert_sql)
 
     def _copy_direct(
         self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], rows: list[Row]

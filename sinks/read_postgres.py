@@ -9,6 +9,7 @@ from typing import Any
 from psycopg import sql
 
 from pipelines.records import format_time
+from sinks import progress_postgres
 from sinks.postgres import PostgresSinkSettings
 from sinks.postgres_conn import TableReader
 
@@ -49,6 +50,13 @@ class PostgresRecordReader:
         self._reader = TableReader(
             self.settings, self._regclass, f"qanat-records-reader-{self.settings.table}"
         )
+        progress = progress_postgres.identifier(settings.schema_name, settings.table)
+        self._handled = progress_postgres.handled_sql(settings.schema_name, settings.table)
+        # a table of its own: it may not exist yet while the records table does (an
+        # older sink); the pool opens on first use
+        self._progress = TableReader(
+            self.settings, progress.as_string(), f"qanat-progress-reader-{settings.table}"
+        )
 
     def _query(self, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]]:
         rows = self._reader.rows(query, params)
@@ -86,5 +94,12 @@ class PostgresRecordReader:
         rows = self._query(self._count, [ingestion_id])
         return int(rows[0]["n"]) if rows else 0
 
+    def handled_ingestion(self, ingestion_id: str) -> int:
+        """Records of ``ingestion_id`` the sink upserted or found superseded (0 before the
+        sink created its progress table)."""
+        rows = self._progress.rows(self._handled, [ingestion_id])
+        return int(rows[0]["n"]) if rows else 0
+
     def close(self) -> None:
         self._reader.close()
+        self._progress.close()

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from pipelines.records import format_time
+from sinks.progress import progress_table, sqlite_handled_query
 from sinks.sqlite import SQLiteSinkSettings, classify, connect
 
 _SELECT = (
@@ -52,6 +53,8 @@ class SQLiteRecordReader:
     ...                                                / "none.db"))
     >>> reader.page("shop", "product", after=None, limit=10), reader.count_ingestion("x")
     ([], 0)
+    >>> reader.handled_ingestion("x")
+    0
     """
 
     def __init__(self, settings: SQLiteSinkSettings | None = None) -> None:
@@ -59,15 +62,18 @@ class SQLiteRecordReader:
         self.table = self.settings.table
         self._select = _SELECT.format(table=_q(self.table))
 
-    def _query(self, query: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
-        """The rows; none when there is no database or table yet."""
+    def _query(
+        self, query: str, params: tuple[Any, ...], table: str | None = None
+    ) -> list[sqlite3.Row]:
+        """The rows; none when there is no database or ``table`` (default: records) yet."""
         if not self.settings.path.exists():
             return []
         conn = connect(self.settings)
         conn.row_factory = sqlite3.Row
         try:
             found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,)
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                (table or self.table,),
             ).fetchone()
             return conn.execute(query, params).fetchall() if found else []
         except sqlite3.Error as exc:
@@ -102,6 +108,13 @@ class SQLiteRecordReader:
     def count_ingestion(self, ingestion_id: str) -> int:
         query = f"SELECT COUNT(*) FROM {_q(self.table)} WHERE ingestion_id = ?"
         rows = self._query(query, (ingestion_id,))
+        return int(rows[0][0]) if rows else 0
+
+    def handled_ingestion(self, ingestion_id: str) -> int:
+        """Records of ``ingestion_id`` the sink upserted or found superseded (0 before the
+        sink created its progress table)."""
+        query = sqlite_handled_query(self.table)
+        rows = self._query(query, (ingestion_id,), progress_table(self.table))
         return int(rows[0][0]) if rows else 0
 
     def close(self) -> None:

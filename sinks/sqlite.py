@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from sinks.base import (
     Row,
     UpsertSink,
 )
+from sinks.progress import Progress, SQLiteProgress, sqlite_ddl
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ def ddl(table: str) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS {_q(table + '_updated_at')} ON {_q(table)} (updated_at)",
         # GET /ingestions/{id} counts the records of one ingestion: without it, a full scan.
         f"CREATE INDEX IF NOT EXISTS {_q(table + '_ingestion_id')} ON {_q(table)} (ingestion_id)",
+        *sqlite_ddl(table),
     ]
 
 
@@ -252,11 +255,12 @@ class SQLiteSink(SQLiteStore, UpsertSink):
     ) -> None:
         super().__init__(settings, None, dead_letters=dead_letters, **quix_options)
         self._sql = upsert_sql(self.table)
+        self._progress = SQLiteProgress(self.table)
 
     def _create_tables(self, conn: sqlite3.Connection) -> None:
         create_tables(conn, self.table)
 
-    def upsert(self, rows: list[Row]) -> None:
+    def upsert(self, rows: list[Row], progress: Sequence[Progress] = ()) -> None:
         conn = self.connection
         updated_at = now()
         try:
@@ -266,6 +270,7 @@ class SQLiteSink(SQLiteStore, UpsertSink):
             raise classify(exc) from exc
         try:
             conn.executemany(self._sql, params)
+            self._progress.add(conn, progress, updated_at)
             conn.execute("COMMIT")
         except (sqlite3.Error, OverflowError, UnicodeEncodeError) as exc:
             self._rollback()

@@ -62,6 +62,7 @@ def test_ingestion_status_errors_and_reader_through_services(
             "QANAT_TRANSFORM_SCHEMA_DIR": str(tmp_path / "schemas"),
             "QANAT_SQLITE_PATH": str(tmp_path / "qanat.db"),
             "QANAT_HTTP_READ_STORE": store,
+            "QANAT_OPS_PORT": "0",  # four services (and other tests): no fixed ops port
         }
     )
     suffix = uuid.uuid4().hex[:10]
@@ -146,4 +147,37 @@ def test_ingestion_status_errors_and_reader_through_services(
 
     done = _wait_for("the stream to be complete", stream_done, services)
     assert (done["accepted"], done["stored"], done["invalid"]) == (2, 1, 1)
+
+    # One key twice in a batch, then a later ingestion updating its keys: both complete.
+    twice = [
+        {"name": "D1", "source_id": "d1", "price": 1},
+        {"name": "D1 again", "source_id": "d1", "price": 2},
+        {"name": "D2", "source_id": "d2", "price": 3},
+    ]
+    first = _ingest(base, twice)
+    status = _wait_for("a key twice to be complete", _complete(base, first), services)
+    assert (status["accepted"], status["stored"], status["handled"]) == (3, 2, 3)
+    updates = [{"name": f"{n} updated", "source_id": n, "price": 9} for n in ("d1", "d2", "p0")]
+    second = _ingest(base, updates)
+    status = _wait_for("the updates to be complete", _complete(base, second), services)
+    assert (status["accepted"], status["stored"], status["handled"]) == (3, 3, 3)
+    for earlier, counts in ((first, (3, 0, 3)), (ingestion_id, (7, 4, 5))):
+        status = httpx.get(f"{base}/ingestions/{earlier}").json()
+        assert status["status"] == "complete", status  # not back to processing
+        assert (status["accepted"], status["stored"], status["handled"]) == counts
     services.check_alive()
+
+
+def _ingest(base: str, records: list[dict[str, Any]]) -> str:
+    posted = httpx.post(f"{base}/ingest/shop/product/batch", json={"records": records})
+    assert posted.status_code == 202, posted.text
+    return str(posted.json()["ingestion_id"])
+
+
+def _complete(base: str, ingestion_id: str) -> Callable[[], dict[str, Any] | None]:
+    def check() -> dict[str, Any] | None:
+        answer = httpx.get(f"{base}/ingestions/{ingestion_id}")
+        body: dict[str, Any] = answer.json()
+        return body if answer.status_code == 200 and body["status"] == "complete" else None
+
+    return check

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import psycopg
 import pytest
@@ -26,6 +27,7 @@ from sinks.errors_sqlite import SQLiteErrorsSink, SQLiteErrorStore
 from sinks.ingestions import SQLiteIngestionLedger, SQLiteIngestionsSink
 from sinks.ingestions_postgres import PostgresIngestionLedger, PostgresIngestionsSink
 from sinks.postgres import PostgresSink, PostgresSinkSettings
+from sinks.progress import progress_table
 from sinks.read_postgres import PostgresRecordReader
 from sinks.read_sqlite import SQLiteRecordReader
 from sinks.sqlite import SQLiteSink, SQLiteSinkSettings
@@ -142,7 +144,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     yield made
     made.close()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for table in (pg.table, errors.table, errors.ingestions_table):
+        for table in (pg.table, progress_table(pg.table), errors.table, errors.ingestions_table):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
 
@@ -237,6 +239,7 @@ def test_ingestion_status_and_errors(client: TestClient, stores: Stores) -> None
         "invalid": 3,
         "valid": None,
         "stored": 2,
+        "handled": 2,
         "status": "processing",
         "invalid_by_stage": {"validate": 3},
     }
@@ -264,10 +267,36 @@ def test_ingestion_status_and_errors(client: TestClient, stores: Stores) -> None
     assert (empty["accepted"], empty["stored"], empty["status"]) == (0, 0, "complete")
     assert client.get("/api/v1/ingestions/ing-z/errors").json()["items"] == []
 
-    # A later ingestion updating a row takes it away from this one.
+    # A later ingestion updating a row takes it away from this one, which stays complete.
     stores.put({**_record("a", "ing-y"), "event_time": "2026-02-01T00:00:00.000000Z"})
-    assert client.get("/api/v1/ingestions/ing-x").json()["stored"] == 2
+    status = client.get("/api/v1/ingestions/ing-x").json()
+    assert (status["stored"], status["handled"], status["status"]) == (2, 3, "complete")
     assert client.get("/api/v1/ingestions/ing-y").json()["stored"] == 1
+
+
+def test_ingestion_complete_with_a_key_twice_and_a_later_update(
+    client: TestClient, stores: Stores
+) -> None:
+    later = "2026-02-01T00:00:00.000000Z"
+    # the same key twice in one batch: one row, two records handled
+    stores.put(_record("a", "ing-d"), {**_record("a", "ing-d"), "name": "A2"})
+    stores.put(_record("b", "ing-d"))
+    stores.accepted("ing-d", 3)
+    status = client.get("/api/v1/ingestions/ing-d").json()
+    assert (status["stored"], status["handled"], status["status"]) == (2, 3, "complete")
+    # a later ingestion updates both keys: the first stays complete, with nothing stored
+    stores.put({**_record("a", "ing-e"), "event_time": later})
+    stores.put({**_record("b", "ing-e"), "event_time": later})
+    stores.accepted("ing-e", 2)
+    for ingestion_id, expected in (("ing-d", (0, 3, "complete")), ("ing-e", (2, 2, "complete"))):
+        status = client.get(f"/api/v1/ingestions/{ingestion_id}").json()
+        assert (status["stored"], status["handled"], status["status"]) == expected
+        jsonschema.validate(status, _ingestion_schema(client))
+    # known from what it handled alone: no summary, no dead letter, no row carries it
+    stores.put(_record("c", "ing-f"))
+    stores.put({**_record("c", "ing-g"), "event_time": later})
+    assert client.get("/api/v1/ingestions/ing-f").json()["handled"] == 1
+    assert client.get("/api/v1/ingestions/ing-f/errors").json()["items"] == []
 
 
 @pytest.mark.parametrize("stores", ["sqlite"], indirect=True)
@@ -323,3 +352,11 @@ def test_read_routes_need_a_read_key_for_the_vertical(
             assert unknown.status_code == 404
     finally:
         registry.close()
+
+
+def _ingestion_schema(client: TestClient) -> dict[str, Any]:
+    """The 200 answer of GET /ingestions/{id} as the OpenAPI document declares it."""
+    operation = client.app.openapi()["paths"]["/api/v1/ingestions/{id}"]["get"]  # type: ignore[attr-defined]
+    schema: dict[str, Any] = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "handled" in schema["required"]
+    return schema

@@ -101,6 +101,10 @@ class SinkConformance:
         """While entered, the sink's writes fail with a temporary database error."""
         raise NotImplementedError
 
+    def handled(self, sink: UpsertSink, ingestion_id: str = "ing-1") -> int:
+        """The records of ``ingestion_id`` the sink counts as handled (its store's reader)."""
+        raise NotImplementedError
+
     @pytest.fixture
     def dead_letters(self) -> ListDeadLetters:
         return ListDeadLetters()
@@ -250,3 +254,67 @@ class SinkConformance:
         rows = self.read_rows(sink)
         assert {row["kafka_partition"] for row in rows.values()} == {0, 1}
         assert len(rows) == 6
+
+    # --- what the sink handled per ingestion (GET /api/v1/ingestions/{id}) ------------
+
+    def test_handled_counts_both_records_of_one_key(self, sink: UpsertSink) -> None:
+        v1, v2 = record(event_time=T1, name="v1"), record(event_time=T2, name="v2")
+        deliver(sink, (0, v1), (1, v2), (2, record("p2")))
+        assert len(self.read_rows(sink)) == 2  # one row per key ...
+        assert self.handled(sink) == 3  # ... but three records handled
+
+    def test_handled_ignores_the_same_offsets_twice(self, sink: UpsertSink) -> None:
+        batch = [(10, record("p1")), (11, record("p2", T1))]
+        deliver(sink, *batch)
+        deliver(sink, *batch)  # a redelivery after a crash before the offset commit
+        assert self.handled(sink) == 2
+
+    def test_handled_is_exact_with_other_batch_boundaries(self, sink: UpsertSink) -> None:
+        items = [(offset, record(f"p{offset % 3}", name=f"n{offset}")) for offset in range(6)]
+        deliver(sink, *items[:4])
+        deliver(sink, *items[2:])  # redelivered from offset 2, in a batch of another size
+        deliver(sink, *items[5:])
+        assert self.handled(sink) == 6
+        assert self.handled(sink, "ing-other") == 0
+
+    def test_handled_counts_a_version_the_guard_skipped(self, sink: UpsertSink) -> None:
+        newer = record(event_time=T2, name="new", ingestion_id="ing-a")
+        older = record(event_time=T1, name="old", ingestion_id="ing-b")
+        deliver(sink, (5, newer))
+        deliver(sink, (6, older))  # later in the log, an older event: not stored
+        self.assert_stored(sink, newer, offset=5)
+        assert (self.handled(sink, "ing-a"), self.handled(sink, "ing-b")) == (1, 1)
+
+    def test_handled_leaves_dead_letters_out(
+        self, sink: UpsertSink, dead_letters: ListDeadLetters
+    ) -> None:
+        bad, malformed = self.rejected_value(), record("m", name=7)
+        goods = [record(f"g{i}") for i in range(5)]
+        superseded = record("g0", T0, name="older g0")  # a newer g0 follows in the batch
+        items = [(0, superseded), (1, bad), (2, malformed)]
+        items += [(3 + i, value) for i, value in enumerate(goods)]
+        deliver(sink, *items)
+        assert sorted(d.offset for d in dead_letters.letters) == [1, 2]
+        assert self.handled(sink) == 6  # the five goods and the superseded g0
+        deliver(sink, *items)  # redelivered: the bad row is dead-lettered again, no count
+        assert self.handled(sink) == 6
+
+    def test_handled_counts_nothing_of_a_failed_batch(self, sink: UpsertSink) -> None:
+        deliver(sink, (0, record("p0")))
+        batch = [(1, record("p1")), (2, record("p2"))]
+        with self.retriable_failure(sink), pytest.raises(SinkBackpressureError):
+            deliver(sink, *batch)
+        assert self.handled(sink) == 1
+        deliver(sink, *batch)  # Quix delivers the batch again after the pause
+        assert self.handled(sink) == 3
+
+    def test_handled_sums_partitions_and_skips_rows_without_ingestion(
+        self, sink: UpsertSink
+    ) -> None:
+        for partition in (0, 1):
+            items = [(i, record(f"p{partition}-{i}")) for i in range(3)]
+            deliver(
+                sink, *items, (3, record(f"x{partition}", ingestion_id=None)), partition=partition
+            )
+        assert len(self.read_rows(sink)) == 8
+        assert self.handled(sink) == 6

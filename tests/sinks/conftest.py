@@ -9,6 +9,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from sinks.progress import progress_table
+
 
 @pytest.fixture(scope="session")
 def pg_dsn(postgres_dsn: str) -> str:
@@ -22,4 +24,5 @@ def pg_table(pg_dsn: str) -> Iterator[str]:
     name = f"records_{uuid.uuid4().hex[:12]}"
     yield name
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("public", name)))
+        for table in (name, progress_table(name)):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("public", table)))

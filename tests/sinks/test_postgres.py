@@ -23,6 +23,7 @@ from pipelines.records import format_time
 from sinks.base import BadRowError, UpsertSink
 from sinks.postgres import PostgresSink, PostgresSinkSettings, init_db
 from sinks.postgres_conn import classify
+from sinks.read_postgres import PostgresRecordReader
 from tests.sinks.conformance import (
     T0,
     T1,
@@ -78,6 +79,14 @@ class TestPostgresSink(SinkConformance):
     def rejected_value(self) -> dict[str, Any]:
         # jsonb cannot hold U+0000: PostgreSQL answers 22P05 (untranslatable_character).
         return record("bad", vertical_data={"note": "a NUL \u0000 inside a string"})
+
+    def handled(self, sink: UpsertSink, ingestion_id: str = "ing-1") -> int:
+        assert isinstance(sink, PostgresSink)
+        reader = PostgresRecordReader(sink.settings)
+        try:
+            return reader.handled_ingestion(ingestion_id)
+        finally:
+            reader.close()
 
     @contextmanager
     def retriable_failure(self, sink: UpsertSink) -> Iterator[None]:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from pipelines.errors import FatalError, RetriableError
 from sinks.base import BadRowError, UpsertSink
+from sinks.read_sqlite import SQLiteRecordReader
 from sinks.sqlite import SQLiteSink, SQLiteSinkSettings, classify, init_db
 from tests.sinks.conformance import (
     Key,
@@ -55,6 +56,10 @@ class TestSQLiteSink(SinkConformance):
         # constraints of its own: event_time must be the contract's fixed-width text,
         # which is what makes text order time order. SQLite raises SQLITE_CONSTRAINT_CHECK.
         return record("bad", event_time="yesterday")
+
+    def handled(self, sink: UpsertSink, ingestion_id: str = "ing-1") -> int:
+        assert isinstance(sink, SQLiteSink)
+        return SQLiteRecordReader(sink.settings).handled_ingestion(ingestion_id)
 
     @contextmanager
     def retriable_failure(self, sink: UpsertSink) -> Iterator[None]:

@@ -1,0 +1,159 @@
+"""What a records sink handled per ingestion, for ``GET /api/v1/ingestions/{id}``.
+
+The records table keeps one row per key, so counting its rows by ``ingestion_id`` misses
+a record superseded in its batch, one the version guard skipped, and every row a later
+ingestion updated. So the sink also counts, in a table beside the records table
+(:func:`progress_table`), the records it *handled* (upserted, or superseded by a newer
+version) per ``(ingestion_id, kafka_topic, kafka_partition)``, with the last offset
+counted: a partition's offsets arrive in order, so counting only offsets above
+``last_offset`` makes a redelivery (same offsets, or other batch boundaries) add nothing.
+Dead-lettered rows are left out (the errors sink counts them as invalid), and the count
+is written in the upsert's transaction: a batch rolled back counts nothing.
+
+>>> progress_table("records")
+'records_ingestion_progress'
+>>> progress_of([])
+[]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from sinks.base import Row
+
+SUFFIX = "_ingestion_progress"
+MAX_IDENTIFIER = 63  # PostgreSQL's limit on a name
+MAX_INGESTION_ID = 128  # what GET /ingestions/{id} accepts (pipelines.control_records)
+
+
+class Progress(NamedTuple):
+    """One ingestion's handled rows in one topic partition: their offsets as ascending,
+    disjoint runs ``(first, last)`` (few: an ingestion's records mostly follow each other)."""
+
+    ingestion_id: str
+    kafka_topic: str
+    kafka_partition: int
+    runs: list[tuple[int, int]]
+
+    @property
+    def last_offset(self) -> int:
+        return self.runs[-1][1]
+
+    def counted_after(self, last_offset: int | None) -> int:
+        """How many of the offsets lie above ``last_offset`` (None: all of them).
+
+        >>> Progress("i", "t", 0, [(1, 3), (7, 7)]).counted_after(2)
+        2
+        """
+        floor = -1 if last_offset is None else last_offset
+        return sum(last - max(first, floor + 1) + 1 for first, last in self.runs if last > floor)
+
+
+def runs_of(offsets: list[int]) -> list[tuple[int, int]]:
+    """``offsets`` (any order, no repeats) as ascending runs of consecutive offsets.
+
+    >>> runs_of([5, 1, 2, 3, 9, 10])
+    [(1, 3), (5, 5), (9, 10)]
+    """
+    offsets = sorted(offsets)
+    if offsets and offsets[-1] - offsets[0] + 1 == len(offsets):
+        return [(offsets[0], offsets[-1])]  # the common case: one run
+    runs: list[tuple[int, int]] = []
+    for offset in offsets:
+        if runs and offset == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], offset)
+        else:
+            runs.append((offset, offset))
+    return runs
+
+
+def progress_table(table: str) -> str:
+    """The progress table of records table ``table`` (a hash keeps a long name unique)."""
+    name = table + SUFFIX
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha256(table.encode()).hexdigest()[:8]
+    return f"{table[: MAX_IDENTIFIER - len(SUFFIX) - 9]}_{digest}{SUFFIX}"
+
+
+def trackable(ingestion_id: str) -> bool:
+    """Whether the status route can ask about ``ingestion_id`` (others are not counted)."""
+    return 0 < len(ingestion_id) <= MAX_INGESTION_ID and ingestion_id.isprintable()
+
+
+def progress_of(rows: Sequence[Row], skip: Collection[int] = ()) -> list[Progress]:
+    """The batch's rows with an ingestion id, grouped; ``skip``: offsets dead-lettered."""
+    groups: defaultdict[tuple[str | None, str, int], list[int]] = defaultdict(list)
+    for row in rows:  # Row.ingestion_id, .kafka_topic, .kafka_partition, .kafka_offset
+        groups[row[6], row[11], row[12]].append(row[13])
+    progress = []
+    for (ingestion_id, topic, partition), offsets in groups.items():
+        if ingestion_id is None or not trackable(ingestion_id):
+            continue
+        kept = [offset for offset in offsets if offset not in skip] if skip else offsets
+        if kept:
+            progress.append(Progress(ingestion_id, topic, partition, runs_of(kept)))
+    return progress
+
+
+# --- SQLite: one writer, so the counts are computed here, inside the transaction --------
+
+
+def _q(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def sqlite_ddl(table: str) -> list[str]:
+    """The statement that creates the progress table of ``table``, if missing."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {_q(progress_table(table))} (
+            ingestion_id TEXT NOT NULL,
+            kafka_topic TEXT NOT NULL,
+            kafka_partition INTEGER NOT NULL,
+            last_offset INTEGER NOT NULL,
+            handled INTEGER NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (ingestion_id, kafka_topic, kafka_partition)
+        )"""
+    ]
+
+
+class SQLiteProgress:
+    """Adds a batch's progress on a SQLite connection, in the caller's transaction."""
+
+    def __init__(self, table: str) -> None:
+        name = _q(progress_table(table))
+        self._select = (
+            f"SELECT last_offset FROM {name} "
+            "WHERE ingestion_id = ? AND kafka_topic = ? AND kafka_partition = ?"
+        )
+        self._upsert = (
+            f"INSERT INTO {name} (ingestion_id, kafka_topic, kafka_partition, last_offset, "
+            "handled, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (ingestion_id, kafka_topic, kafka_partition) DO UPDATE SET "
+            "last_offset = max(last_offset, excluded.last_offset), "
+            "handled = handled + excluded.handled, updated_at = excluded.updated_at"
+        )
+
+    def add(self, conn: sqlite3.Connection, progress: Sequence[Progress], updated_at: str) -> None:
+        params: list[tuple[Any, ...]] = []
+        for group in progress:
+            found = conn.execute(self._select, group[:3]).fetchone()
+            handled = group.counted_after(None if found is None else found[0])
+            if handled:
+                params.append((*group[:3], group.last_offset, handled, updated_at))
+        if params:
+            conn.executemany(self._upsert, params)
+
+
+def sqlite_handled_query(table: str) -> str:
+    """What a reader asks: the records an ingestion's rows handled, over every partition."""
+    return (
+        f"SELECT COALESCE(SUM(handled), 0) FROM {_q(progress_table(table))} WHERE ingestion_id = ?"
+    )
