@@ -19,6 +19,7 @@ import orjson
 import typer
 import yaml
 from confluent_kafka import KafkaException
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -53,6 +54,7 @@ class RichProgress(ImportProgress):
             TransferSpeedColumn(),
             TextColumn("{task.fields[records]:,} records"),
             TimeElapsedColumn(),
+            console=Console(stderr=True),  # stdout is the report's
             transient=False,
         )
         self.task = self.bar.add_task("import", total=None, records=0)

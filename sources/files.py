@@ -3,6 +3,8 @@
 The file is read incrementally (:mod:`sources.files_readers`), each record shaped by the
 column mapping and casts (:mod:`sources.files_mapping`) and produced under one ingestion
 id; once every record is acknowledged, the ingestion summary goes to the ingestions topic.
+A CSV file takes the fast path of :mod:`sources.files_csv`; NDJSON and JSON arrays the
+general loop here. Both publish the same records for the same rows.
 
 An interrupted import run again duplicates nothing:
 
@@ -16,9 +18,10 @@ An interrupted import run again duplicates nothing:
   for the producer (:mod:`sources.files_delivery`); a re-run resumes there, under the same
   ingestion id, and the checkpoint is removed when the import completes.
 
-A record that cannot be published (a CSV row with the wrong number of cells, a line over
-``max_record_bytes``) is reported with its line number; a line that is not JSON, or not an
-object, is published unchanged, so the transform dead-letters it with the reason.
+A record that cannot be published (a CSV row with the wrong number of cells or that the
+csv module cannot read, a record over ``max_record_bytes``) is reported with its line; a
+line that is not JSON, or not an object, is published unchanged, so the transform
+dead-letters it with the reason.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -35,20 +37,14 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from pipelines.config import KafkaSettings, QanatSettings
-from pipelines.records import client_source_id, new_id, now
-from pipelines.topics import (
-    H_CONTENT_TYPE,
-    H_EVENT_ID,
-    H_INGESTION_ID,
-    H_RECEIVED_AT,
-    H_SOURCE,
-    H_TYPE,
-    H_VERTICAL,
-)
+from pipelines.records import MAX_SOURCE_ID_LENGTH, client_source_id, new_id
+from pipelines.topics import H_EVENT_ID
 from sources.base import ingestion_summary
+from sources.files_csv import publish_csv
 from sources.files_delivery import Delivery, Saver
 from sources.files_mapping import Cast, RecordShaper
 from sources.files_readers import (
+    CsvReader,
     FileFormatError,
     Position,
     Reader,
@@ -57,12 +53,12 @@ from sources.files_readers import (
     detect_format,
     open_reader,
 )
-from sources.files_state import Checkpoint, EventIds, fingerprint
+from sources.files_run import POLL_EVERY, SOURCE, ImportReport, Progress, Run
+from sources.files_state import Checkpoint, fingerprint
+
+__all__ = ["SOURCE", "FileImportSettings", "FileImporter", "ImportReport", "Progress"]
 
 logger = logging.getLogger(__name__)
-
-SOURCE = "file"
-POLL_EVERY = 1_000  # records between producer polls, progress updates and checkpoint checks
 
 
 class FileImportSettings(QanatSettings):
@@ -110,56 +106,6 @@ class FileImportSettings(QanatSettings):
     )
 
 
-@dataclass
-class ImportReport:
-    """What an import did; ``produced`` counts the records of every run of the file."""
-
-    ingestion_id: str
-    file_id: str
-    format: str
-    resumed_after: int = 0
-    read: int = 0
-    produced: int = 0
-    rejected: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    completed: bool = False
-    seconds: float = 0.0
-    max_errors: ClassVar[int] = 100
-
-    def reject(self, row: Row, message: str) -> None:
-        self.rejected += 1
-        logger.warning("record %d (line %d) not imported: %s", row.number, row.line, message)
-        if len(self.errors) < self.max_errors:
-            self.errors.append({"record": row.number, "line": row.line, "message": message})
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "ingestion_id": self.ingestion_id,
-            "file_id": self.file_id,
-            "format": self.format,
-            "completed": self.completed,
-            "resumed_after": self.resumed_after,
-            "read": self.read,
-            "produced": self.produced,
-            "rejected": self.rejected,
-            "errors": self.errors,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-class Progress:
-    """Told how far the import got; the CLI shows it (a rich bar, or plain lines)."""
-
-    def start(self, total_bytes: int, offset: int, records: int) -> None:
-        """Called once, before the first record."""
-
-    def update(self, offset: int, records: int) -> None:
-        """Called every few thousand records."""
-
-    def finish(self, offset: int, records: int) -> None:
-        """Called once at the end, complete or not."""
-
-
 class FileImporter:
     """Publishes one file's records to the raw topic (see the module's docstring).
 
@@ -193,14 +139,12 @@ class FileImporter:
         self.format = detect_format(path.name) if settings.format == "auto" else settings.format
         self.shaper = RecordShaper(settings.mapping, settings.cast)
         self._file_id = settings.file_id or ""
-        self._renamed = self.format == "csv"  # the CSV reader renames the header once
-        self._reshape = bool(self.shaper.casts) or (bool(self.shaper.rename) and not self._renamed)
+        self._reshape = self.shaper.changes_rows
         self._keep_raw = self.format == "ndjson" and not self.shaper.changes_rows
 
     def _options(self) -> ReadOptions:
         s = self.settings
-        rename = self.shaper.rename if self.format == "csv" else {}
-        return ReadOptions(s.delimiter, s.encoding, s.json_items, s.max_record_bytes, rename)
+        return ReadOptions(s.delimiter, s.encoding, s.json_items, s.max_record_bytes)
 
     def _digest(self) -> str:
         relevant = self.settings.model_dump(
@@ -234,8 +178,11 @@ class FileImporter:
         with self.path.open("rb") as raw:
             reader = open_reader(self.format, raw, self._options(), start)
             progress.start(self.path.stat().st_size, reader.offset, report.produced)
+            run = Run(
+                self.kafka.topics.raw, self.vertical, self.type, report, delivery, saver, progress
+            )
             try:
-                self._publish_all(reader, report, delivery, saver, progress)
+                self._publish(run, reader)
                 summary = ingestion_summary(
                     ingestion_id, self.vertical, self.type, SOURCE, report.produced
                 )
@@ -253,24 +200,19 @@ class FileImporter:
         report.completed = True
         return report
 
-    def _publish_all(
-        self,
-        reader: Reader,
-        report: ImportReport,
-        delivery: Delivery,
-        saver: Saver,
-        progress: Progress,
-    ) -> None:
-        head = [
-            (H_VERTICAL, self.vertical.encode()),
-            (H_TYPE, self.type.encode()),
-            (H_SOURCE, SOURCE.encode()),
-            (H_INGESTION_ID, report.ingestion_id.encode()),
-        ]
-        tail = [(H_RECEIVED_AT, now().encode()), (H_CONTENT_TYPE, b"application/json")]
-        topic, key_prefix = self.kafka.topics.raw, f"{self.vertical}/{self.type}/"
-        produce, event_ids = delivery.producer.produce, EventIds()
-        prefix, count = event_ids.prefix, event_ids.count
+    def _publish(self, run: Run, reader: Reader) -> None:
+        if isinstance(reader, CsvReader):
+            build = self.shaper.row_builder(reader.header)
+            publish_csv(run, reader, build, self.source_key, self.settings.max_record_bytes)
+        else:
+            self._publish_all(run, reader)
+
+    def _publish_all(self, run: Run, reader: Reader) -> None:
+        """The general loop (NDJSON, JSON arrays): one :class:`Row` at a time."""
+        report, delivery = run.report, run.delivery
+        produce, topic, key_prefix = delivery.producer.produce, run.topic, run.key_prefix
+        head, tail, event_ids = run.head, run.tail(), run.event_ids
+        id_format, id_prefix, id_count = event_ids.FORMAT, event_ids.prefix, event_ids.count
         read, produced = report.read, report.produced
         chunk = delivery.chunk
         try:
@@ -278,9 +220,8 @@ class FileImporter:
                 read += 1
                 event = self._event(row, report)
                 if event is not None:
-                    count = (count + 1) & 0xFFFF_FFFF_FFFF  # EventIds.next, inlined
-                    event_id = f"{prefix}{count:012x}".encode()
-                    headers = [*head, (H_EVENT_ID, event_id), *tail]
+                    id_count += 1
+                    headers = [*head, (H_EVENT_ID, id_format % (id_prefix, id_count)), *tail]
                     key = (key_prefix + event[1]).encode()
                     try:
                         produce(topic, event[0], key, headers=headers, on_delivery=chunk)
@@ -288,14 +229,12 @@ class FileImporter:
                     except BufferError:
                         delivery.produce(topic, event[0], key, headers)
                     produced += 1
-                saver.row = row
+                run.saver.row = row
                 if read % POLL_EVERY == 0:
-                    report.read, report.produced = read, produced
-                    saver.mark(delivery, read, produced)
-                    chunk = delivery.chunk
-                    progress.update(reader.offset, produced)
-                    tail = [(H_RECEIVED_AT, now().encode()), tail[1]]
+                    chunk = run.mark(row, reader.offset, read, produced)
+                    tail = run.tail()
         finally:
+            event_ids.count = id_count
             report.read, report.produced = read, produced
 
     def _event(self, row: Row, report: ImportReport) -> tuple[bytes, str] | None:
@@ -309,17 +248,13 @@ class FileImporter:
             return None
         obj = row.obj
         if type(obj) is not dict:  # not JSON, or not an object
-            return row.raw or orjson.dumps(obj), self._position_key(row)
+            return row.raw or orjson.dumps(obj), self._position_key(row.number)
         if self._reshape:
-            obj = self.shaper.shape(obj, renamed=self._renamed)
-        source_id = client_source_id(obj)
+            obj = self.shaper.shape(obj)
         value: bytes | None = row.raw if self._keep_raw else None
-        if source_id is None:
-            source_id = self._position_key(row)
-            if "source_id" not in obj and "idempotency_key" not in obj:
-                obj["source_id"] = source_id
-                value = None
-        if value is None:
+        fields = len(obj)
+        source_id = self.source_key(obj, row.number)
+        if value is None or len(obj) != fields:  # changed, or given its source_id
             try:
                 value = orjson.dumps(obj)
             except (TypeError, UnicodeError) as exc:  # orjson: e.g. invalid UTF-8 in a cell
@@ -330,5 +265,19 @@ class FileImporter:
             return None
         return value, source_id
 
-    def _position_key(self, row: Row) -> str:
-        return f"{self._file_id}:{row.number}"
+    def source_key(self, obj: dict[str, Any], number: int) -> str:
+        """The source id of record ``number`` (``obj``): its own (``source_id``, else
+        ``idempotency_key``) when usable, else its position's key, which becomes its
+        ``source_id`` when it has neither field."""
+        own = obj.get("source_id")
+        if isinstance(own, str) and 0 < len(own) <= MAX_SOURCE_ID_LENGTH:  # the common case
+            return own
+        source_id = client_source_id(obj)
+        if source_id is None:
+            source_id = self._position_key(number)
+            if "source_id" not in obj and "idempotency_key" not in obj:
+                obj["source_id"] = source_id
+        return source_id
+
+    def _position_key(self, number: int) -> str:
+        return f"{self._file_id}:{number}"

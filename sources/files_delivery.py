@@ -26,6 +26,20 @@ from pipelines.topics import Headers
 from sources.files_readers import Position, Row
 from sources.files_state import Checkpoint
 
+PRODUCER_CONFIG = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "compression.type": "lz4",
+}
+QUEUE_LIMITS = {
+    # Flat memory on a big file: librdkafka keeps ~1 KB per queued message (its copy of the
+    # key, value and 7 headers), and the import can produce faster than Kafka acknowledges;
+    # 20,000 messages are still over 100 ms of the broker's pace.
+    "queue.buffering.max.messages": 20_000,
+    "queue.buffering.max.kbytes": 65_536,
+}
+
 
 class Chunk:
     """The delivery reports of the records produced between two marks (the producer calls
@@ -48,20 +62,16 @@ class Chunk:
 class Delivery:
     """An idempotent producer and the chunks of records it has not yet had reported."""
 
-    def __init__(self, kafka: KafkaSettings, timeout_s: float) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, timeout_s: float, producer: Producer | None = None
+    ) -> None:
         self.timeout_s = timeout_s
-        self.producer = Producer(
-            kafka.client(
-                **{
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "compression.type": "lz4",
-                    "message.timeout.ms": int(timeout_s * 1000),
-                    "queue.buffering.max.kbytes": 65_536,  # flat memory on a big file
-                }
-            )
-        )
+        if producer is None:
+            # The queue limits apply unless the client config sets them.
+            limits = {k: v for k, v in QUEUE_LIMITS.items() if k not in kafka.client_config}
+            timeout = {"message.timeout.ms": int(timeout_s * 1000)}
+            producer = Producer(kafka.client(**PRODUCER_CONFIG, **timeout, **limits))
+        self.producer = producer
         self.chunk = Chunk()
         self._sealed: deque[Chunk] = deque()
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any, NamedTuple, Protocol
 
 import ijson
@@ -70,8 +70,16 @@ class ReadOptions:
     encoding: str = "utf-8"
     json_items: str = "item"
     max_record_bytes: int = 1_000_000
-    rename: Mapping[str, str] = field(default_factory=dict)
-    """CSV only: header name -> field name (the column mapping, applied once to the header)."""
+
+
+class CsvRows(Protocol):
+    """The csv module's reader (``_csv.reader``, which typeshed does not export)."""
+
+    line_num: int
+
+    def __iter__(self) -> Iterator[list[str]]: ...
+
+    def __next__(self) -> list[str]: ...
 
 
 class Reader(Protocol):
@@ -118,35 +126,63 @@ class CsvReader:
         self._text = io.TextIOWrapper(
             raw, encoding or options.encoding, errors="surrogateescape", newline=""
         )
+        # A cell may be as long as a record may be (the csv module's default is 128 KiB).
+        csv.field_size_limit(max(csv.field_size_limit(), options.max_record_bytes))
         self._reader = csv.reader(self._text, delimiter=options.delimiter)
         header = next(self._reader, None)
         if not header:
             raise FileFormatError("the CSV file has no header line")
         self.line = self._reader.line_num
-        self.header = [options.rename.get(name, name) for name in header]
+        self.header = header
         self._skip = start.number
+        self.skipped = 0
 
     @property
     def offset(self) -> int:
         """Bytes read so far (ahead of the last row by at most the text layer's buffer)."""
         return self.raw.tell()
 
+    def resume(self) -> CsvRows:
+        """The csv module's reader, past the records before the start: the import's CSV
+        fast path (:mod:`sources.files_csv`) reads the rows' cells from it, and their
+        lines from its ``line_num``; its records are numbered from ``skipped + 1``."""
+        reader, skipped = self._reader, 0
+        while skipped < self._skip:
+            try:
+                cells: list[str] | None = next(reader, None)
+            except csv.Error:  # an unreadable row was a record too (reported)
+                cells = ["unreadable"]
+            if cells is None:
+                break
+            skipped += 1 if cells else 0
+        self.line = reader.line_num
+        self.skipped = skipped
+        return reader
+
     def rows(self) -> Iterator[Row]:
         reader, header, width = self._reader, self.header, len(self.header)
         number = 0
-        for cells in reader:
+        while True:
+            error = None
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # e.g. a cell over the field size limit
+                cells, error = None, f"unreadable CSV row: {exc}"
             line = self.line + 1
             self.line = reader.line_num
-            if not cells:  # a blank line
+            if cells == []:  # a blank line
                 continue
             number += 1
             if number <= self._skip:
                 continue
-            if len(cells) != width:
+            if cells is not None and len(cells) != width:
                 error = f"expected {width} cells (as in the header), got {len(cells)}"
+            if error is not None:
                 yield Row(number, line, None, None, error)
             else:
-                yield Row(number, line, dict(zip(header, cells, strict=False)), None)
+                yield Row(number, line, dict(zip(header, cells or (), strict=False)), None)
 
 
 class NdjsonReader:
@@ -161,39 +197,36 @@ class NdjsonReader:
 
     def rows(self) -> Iterator[Row]:
         limit = self.options.max_record_bytes
-        for line, too_long in self._read_lines(limit):
+        readline, loads = self.raw.readline, orjson.loads
+        while True:
+            line = readline(limit + 2)
+            if not line:
+                return
             self.line += 1
-            if too_long:
+            if len(line) > limit + 1:  # longer than the limit: skipped without being held
+                self.offset += self._skip_rest(line)
                 error = f"the line is over {limit} bytes"
                 yield Row(self.line, self.line, None, None, error, self.offset)
                 continue
+            self.offset += len(line)
             text = line.strip()
             if not text:
                 continue
             try:
-                obj = orjson.loads(text)
+                obj = loads(text)
             except orjson.JSONDecodeError:
                 obj = UNPARSED
             yield Row(self.line, self.line, obj, text, None, self.offset)
 
-    def _read_lines(self, limit: int) -> Iterator[tuple[bytes, bool]]:
-        """Lines of at most ``limit`` bytes; a longer one is skipped without being held."""
-        while True:
-            line = self.raw.readline(limit + 2)
+    def _skip_rest(self, line: bytes) -> int:
+        """Read on to the end of the line that began with ``line``; its size in bytes."""
+        size = len(line)
+        while not line.endswith(b"\n"):
+            line = self.raw.readline(1 << 20)
             if not line:
-                return
-            if len(line) > limit + 1 or (len(line) == limit + 2 and not line.endswith(b"\n")):
-                size = len(line)
-                while not line.endswith(b"\n"):
-                    line = self.raw.readline(1 << 20)
-                    if not line:
-                        break
-                    size += len(line)
-                self.offset += size
-                yield b"", True
-                continue
-            self.offset += len(line)
-            yield line, False
+                break
+            size += len(line)
+        return size
 
 
 class JsonArrayReader:
@@ -203,9 +236,13 @@ class JsonArrayReader:
     def __init__(self, raw: IO[bytes], options: ReadOptions, start: Position = Position()):
         self.raw = raw
         self.options = options
-        self.offset = 0
         self.line = 0
         self._skip = start.number
+
+    @property
+    def offset(self) -> int:
+        """Bytes read so far (ahead of the last record by at most ijson's buffer)."""
+        return self.raw.tell()
 
     def rows(self) -> Iterator[Row]:
         items = ijson.items(self.raw, self.options.json_items, use_float=True)
@@ -213,7 +250,6 @@ class JsonArrayReader:
         try:
             for obj in items:
                 number += 1
-                self.offset = self.raw.tell()
                 if number > self._skip:
                     yield Row(number, 0, obj, None)
         except ijson.JSONError as exc:

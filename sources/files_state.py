@@ -35,20 +35,25 @@ def fingerprint(path: Path) -> str:
 class EventIds:
     """Unique event ids, cheaply: a random version-4 UUID whose last 48 bits count up.
 
+    The count starts below 2**47, so it never wraps within one import (no mask per
+    record); ``FORMAT % (prefix, count)`` is the id as bytes, the cheapest way to make it.
+
     >>> ids = EventIds()
     >>> first, second = ids.next(), ids.next()
     >>> len(first), first[14:15], first[:24] == second[:24], first != second
     (36, b'4', True, True)
     """
 
+    FORMAT = b"%s%012x"
+
     def __init__(self) -> None:
         text = str(uuid.uuid4())
-        self.prefix = text[:24]
-        self.count = int(text[24:], 16)
+        self.prefix = text[:24].encode()
+        self.count = int(text[24:], 16) >> 1
 
     def next(self) -> bytes:
-        self.count = (self.count + 1) & 0xFFFF_FFFF_FFFF
-        return f"{self.prefix}{self.count:012x}".encode()
+        self.count += 1
+        return self.FORMAT % (self.prefix, self.count)
 
 
 class Checkpoint:

@@ -1,5 +1,5 @@
-"""The pure parts of the file import benchmark: its CSV, and the baseline's records being
-exactly what ``qanat import`` publishes for that file."""
+"""The pure parts of the file import benchmark: its files, and the baseline's records being
+exactly what ``qanat import`` publishes for that CSV."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import orjson
 
 from benchmarks import file_import
 from benchmarks.run import BENCHMARKS
-from pipelines.config import KafkaSettings
-from sources.files import FileImporter, FileImportSettings, ImportReport
 from sources.files_mapping import parse_pairs
-from sources.files_readers import CsvReader
+from tests.sources.files_helpers import published
 
 
 def test_registered() -> None:
@@ -27,19 +25,20 @@ def test_baseline_records_are_what_the_import_publishes(tmp_path: Path) -> None:
     assert keys[0] == b"shop/product/p-00000000"
 
     args = file_import.IMPORT_ARGS
-    settings = FileImportSettings(
-        mapping=parse_pairs([args[1], args[3]], "--map"),
-        cast=parse_pairs([args[5]], "--cast"),
-    )
-    importer = FileImporter(KafkaSettings(), settings, path, "shop", "product", tmp_path)
-    report = ImportReport("ing", "file", "csv")
-    with path.open("rb") as raw:
-        reader = CsvReader(raw, importer._options())
-        events = [importer._event(row, report) for row in reader.rows()]
-    assert [orjson.loads(event[0]) for event in events if event] == [
-        orjson.loads(value) for value in values
+    mapping = parse_pairs([args[1], args[3]], "--map")
+    cast = parse_pairs([args[5]], "--cast")
+    producer, report = published(path.read_bytes(), tmp_path, mapping=mapping, cast=cast)
+    assert report.produced == 50
+    assert [(key, orjson.loads(value)) for key, value, _ in producer.sent] == [
+        (key, orjson.loads(value)) for key, value in zip(keys, values, strict=True)
     ]
-    assert [f"shop/product/{event[1]}".encode() for event in events if event] == keys
+
+
+def test_the_ndjson_and_json_files_hold_the_same_records(tmp_path: Path) -> None:
+    values = [b'{"source_id":"a","name":"A"}', b'{"source_id":"b","name":"B"}']
+    files = file_import.write_json_files(tmp_path, values)
+    assert files["ndjson"].read_bytes().splitlines() == values
+    assert orjson.loads(files["json"].read_bytes()) == [orjson.loads(v) for v in values]
 
 
 def test_peak_rss_of_an_ended_process_is_zero() -> None:

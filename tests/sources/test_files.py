@@ -50,10 +50,10 @@ def test_csv_resumes_at_a_position_with_the_same_numbers_and_lines() -> None:
     assert _rows(resumed) == [(2, 4, {"id": "2", "title": "c"}), (3, 5, {"id": "3", "title": "d"})]
 
 
-def test_csv_renames_the_header_and_reads_other_delimiters() -> None:
-    options = ReadOptions(delimiter=";", rename={"title": "name"})
+def test_csv_reads_other_delimiters() -> None:
+    options = ReadOptions(delimiter=";")
     reader = CsvReader(io.BytesIO(b"id;title\n7;Lamp\n"), options)
-    assert _rows(reader) == [(1, 2, {"id": "7", "name": "Lamp"})]
+    assert _rows(reader) == [(1, 2, {"id": "7", "title": "Lamp"})]
 
 
 def test_csv_without_a_header_is_an_error() -> None:
