@@ -32,7 +32,7 @@ from pipelines.control_base import (
     responses,
 )
 from pipelines.errors import RetriableError
-from pipelines.records import parse_time
+from pipelines.records import MAX_INGESTION_ID, parse_time, valid_ingestion_id
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -294,9 +294,6 @@ def records_routes(router: APIRouter, records: RecordReader, deps: list[Any]) ->
         return json_response(200, found)
 
 
-MAX_INGESTION_ID = 128
-
-
 def _no_key() -> None:
     """The request's key when the routes have no authentication."""
     return None
@@ -345,7 +342,7 @@ def ingestion_routes(
         return error_response(404, "ingestion_not_found", message, "path.id")
 
     def bad_id(ingestion_id: str) -> Response | None:
-        if 0 < len(ingestion_id) <= MAX_INGESTION_ID and ingestion_id.isprintable():
+        if valid_ingestion_id(ingestion_id):
             return None
         message = f"an ingestion id has 1 to {MAX_INGESTION_ID} printable characters"
         return error_response(400, "invalid_ingestion_id", message, "path.id")

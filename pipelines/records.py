@@ -97,6 +97,19 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+MAX_INGESTION_ID = 128
+
+
+def valid_ingestion_id(ingestion_id: str) -> bool:
+    """Whether ``GET /ingestions/{id}`` can be asked about ``ingestion_id``: 1 to
+    :data:`MAX_INGESTION_ID` printable characters (a sink counts progress only for these).
+
+    >>> valid_ingestion_id("i1"), valid_ingestion_id("a" + chr(0)), valid_ingestion_id("")
+    (True, False, False)
+    """
+    return 0 < len(ingestion_id) <= MAX_INGESTION_ID and ingestion_id.isprintable()
+
+
 _META_HEADERS = (H_VERTICAL, H_TYPE, H_SOURCE, H_INGESTION_ID, H_EVENT_ID, H_RECEIVED_AT)
 
 

@@ -29,6 +29,7 @@ from sinks.errors import (
     error_result,
 )
 from sinks.sqlite import SQLiteSinkSettings, SQLiteStore, classify, connect
+from sinks.sqlquote import quote_identifier as _q
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,6 @@ _TYPES = {
     "source_partition": "INTEGER",
     "source_offset": "INTEGER",
 }
-
-
-def _q(identifier: str) -> str:
-    """A quoted SQLite identifier (settings restrict it to [A-Za-z0-9_])."""
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def ddl(table: str) -> list[str]:

@@ -33,6 +33,7 @@ from quixstreams.sinks import BatchingSink, SinkBatch
 from sinks.base import backpressure_on_retriable
 from sinks.errors import ErrorsSinkSettings
 from sinks.sqlite import SQLiteSinkSettings, SQLiteStore, classify, connect
+from sinks.sqlquote import quote_identifier as _q
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +101,6 @@ class IngestionsSink(BatchingSink, abc.ABC):
         if rows:
             with backpressure_on_retriable(batch):
                 self.store(list(rows.values()))
-
-
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def ddl(table: str) -> str:

@@ -161,27 +161,32 @@ def open_checked_pool(
 
 
 class TableReader:
-    """Reads one table over a checked pool opened on first use; no rows (None) until the
-    table exists, so a reader can start before the sink that creates the table."""
+    """Reads a table (``regclass``, or another one named per query) over a checked pool
+    opened on first use; no rows (None) until the table exists, so a reader can start
+    before the sink that creates the table."""
 
     def __init__(self, settings: PostgresSinkSettings, regclass: str, pool_name: str) -> None:
         self.settings, self.regclass, self.pool_name = settings, regclass, pool_name
         self._pool: Pool | None = None
-        self._exists = False
+        self._existing: set[str] = set()
 
-    def rows(self, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]] | None:
-        """The rows of ``query``; None without the table; RetriableError/FatalError by SQLSTATE."""
+    def rows(
+        self, query: sql.Composed, params: list[Any], regclass: str | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The rows of ``query``, which reads ``regclass`` (default: the reader's table);
+        None without that table; RetriableError/FatalError by SQLSTATE."""
+        table = regclass or self.regclass
         if self._pool is None:
             size = self.settings.pool_max_size
             self._pool = open_checked_pool(self.settings, 0, size, self.pool_name)
         try:
             with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                if not self._exists:
-                    cur.execute("SELECT to_regclass(%s) AS found", [self.regclass])
+                if table not in self._existing:
+                    cur.execute("SELECT to_regclass(%s) AS found", [table])
                     found = cur.fetchone()
-                    self._exists = bool(found and found["found"])
-                    if not self._exists:
+                    if not (found and found["found"]):
                         return None
+                    self._existing.add(table)
                 return cur.execute(query, params).fetchall()
         except (psycopg.Error, PoolTimeout) as exc:
             raise classify(exc) from exc

@@ -24,12 +24,14 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pipelines.records import valid_ingestion_id
+from sinks.sqlquote import quote_identifier as _q
+
 if TYPE_CHECKING:
     from sinks.base import Row
 
 SUFFIX = "_ingestion_progress"
 MAX_IDENTIFIER = 63  # PostgreSQL's limit on a name
-MAX_INGESTION_ID = 128  # what GET /ingestions/{id} accepts (pipelines.control_records)
 
 
 class Progress(NamedTuple):
@@ -82,19 +84,14 @@ def progress_table(table: str) -> str:
     return f"{table[: MAX_IDENTIFIER - len(SUFFIX) - 9]}_{digest}{SUFFIX}"
 
 
-def trackable(ingestion_id: str) -> bool:
-    """Whether the status route can ask about ``ingestion_id`` (others are not counted)."""
-    return 0 < len(ingestion_id) <= MAX_INGESTION_ID and ingestion_id.isprintable()
-
-
 def progress_of(rows: Sequence[Row], skip: Collection[int] = ()) -> list[Progress]:
     """The batch's rows with an ingestion id, grouped; ``skip``: offsets dead-lettered."""
     groups: defaultdict[tuple[str | None, str, int], list[int]] = defaultdict(list)
-    for row in rows:  # Row.ingestion_id, .kafka_topic, .kafka_partition, .kafka_offset
-        groups[row[6], row[11], row[12]].append(row[13])
+    for row in rows:
+        groups[row.ingestion_id, row.kafka_topic, row.kafka_partition].append(row.kafka_offset)
     progress = []
     for (ingestion_id, topic, partition), offsets in groups.items():
-        if ingestion_id is None or not trackable(ingestion_id):
+        if ingestion_id is None or not valid_ingestion_id(ingestion_id):
             continue
         kept = [offset for offset in offsets if offset not in skip] if skip else offsets
         if kept:
@@ -103,10 +100,6 @@ def progress_of(rows: Sequence[Row], skip: Collection[int] = ()) -> list[Progres
 
 
 # --- SQLite: one writer, so the counts are computed here, inside the transaction --------
-
-
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def sqlite_ddl(table: str) -> list[str]:

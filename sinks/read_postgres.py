@@ -50,13 +50,10 @@ class PostgresRecordReader:
         self._reader = TableReader(
             self.settings, self._regclass, f"qanat-records-reader-{self.settings.table}"
         )
+        # checked on its own: it may not exist yet while the records table does (an older sink)
         progress = progress_postgres.identifier(settings.schema_name, settings.table)
+        self._progress_regclass = progress.as_string()
         self._handled = progress_postgres.handled_sql(settings.schema_name, settings.table)
-        # a table of its own: it may not exist yet while the records table does (an
-        # older sink); the pool opens on first use
-        self._progress = TableReader(
-            self.settings, progress.as_string(), f"qanat-progress-reader-{settings.table}"
-        )
 
     def _query(self, query: sql.Composed, params: list[Any]) -> list[dict[str, Any]]:
         rows = self._reader.rows(query, params)
@@ -97,9 +94,8 @@ class PostgresRecordReader:
     def handled_ingestion(self, ingestion_id: str) -> int:
         """Records of ``ingestion_id`` the sink upserted or found superseded (0 before the
         sink created its progress table)."""
-        rows = self._progress.rows(self._handled, [ingestion_id])
+        rows = self._reader.rows(self._handled, [ingestion_id], self._progress_regclass)
         return int(rows[0]["n"]) if rows else 0
 
     def close(self) -> None:
         self._reader.close()
-        self._progress.close()

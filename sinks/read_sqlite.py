@@ -16,15 +16,12 @@ import orjson
 from pipelines.records import format_time
 from sinks.progress import progress_table, sqlite_handled_query
 from sinks.sqlite import SQLiteSinkSettings, classify, connect
+from sinks.sqlquote import quote_identifier as _q
 
 _SELECT = (
     "SELECT vertical, type, source_id, name, data, source, ingestion_id, event_time, "
     "updated_at, schema_version FROM {table}"
 )
-
-
-def _q(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def record_item(row: sqlite3.Row) -> dict[str, Any]:

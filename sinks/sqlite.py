@@ -30,6 +30,7 @@ from sinks.base import (
     UpsertSink,
 )
 from sinks.progress import Progress, SQLiteProgress, sqlite_ddl
+from sinks.sqlquote import quote_identifier as _q
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +71,6 @@ class SQLiteSinkSettings(QanatSettings):
         ),
     )
     create_tables: bool = Field(True, description="Create the table and index at start-up.")
-
-
-def _q(identifier: str) -> str:
-    """A quoted SQLite identifier (settings already restrict it to [A-Za-z0-9_])."""
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def ddl(table: str) -> list[str]:
