@@ -1,9 +1,12 @@
 """The transform stage: raw events in, validated records or dead letters out.
 
-A Quix Streams application reads the raw topic as bytes. :class:`Transformer` turns each
-event into a :class:`Routed` message, pre-serialized, for the records topic or the DLQ,
-which the application's producer writes from the same single step. Nothing a client sends
-can stop the application: every failure becomes a dead letter with its stage and reason.
+A Quix Streams application reads the raw topic as bytes into a :class:`RoutingSink`, which
+gathers events into small batches. :class:`Transformer` turns each event of a batch into a
+:class:`Routed` message, pre-serialized, for the records topic or the DLQ, and the
+application's own producer (transactional under exactly-once) writes them. A batch is
+written when it is full and always before Quix commits a checkpoint, so an offset is only
+committed once its output is in Kafka. Nothing a client sends can stop the application:
+every failure becomes a dead letter with its stage and reason.
 
 Metrics (pipelines/metrics.py): ``qanat_events{stage="transform", outcome="valid"|"invalid"}``
 per vertical/type, and ``qanat_invalid_events`` per reason code, one of
@@ -27,7 +30,9 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import orjson
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from quixstreams import Application, message_context
+from quixstreams import Application
+from quixstreams.models import HeadersTuples
+from quixstreams.sinks import BaseSink
 
 from pipelines.config import CoreSettings, KafkaSettings, QanatSettings
 from pipelines.dlq import dead_letter_headers
@@ -98,7 +103,23 @@ class TransformSettings(QanatSettings):
     )
     max_name_length: int = Field(1024, ge=1, description="Longest accepted `name`.")
     consumer_group: str = Field("transform", description="Consumer group (after the prefix).")
-    commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
+    commit_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between offset commits; also the longest an event waits in a "
+        "batch that is not full.",
+    )
+    max_batch_events: int = Field(
+        200,
+        ge=1,
+        description="Events transformed and written together: a batch is written once it "
+        "holds this many events (or max_batch_bytes), else at the next commit.",
+    )
+    max_batch_bytes: int = Field(
+        4_194_304,
+        ge=1,
+        description="Raw bytes a batch may hold before it is written, whatever its count.",
+    )
     processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
         "at-least-once", description="Kafka delivery guarantee of the transform."
     )
@@ -358,6 +379,88 @@ class Transformer:
         return Routed(True, key, value, dead_headers)
 
 
+class RoutingSink(BaseSink):
+    """The transform's last step: events are gathered in arrival order and transformed and
+    produced a batch at a time, which runs several times faster per event than one Quix
+    step each (the interpreter stays on the same code), then written by ``producer``.
+
+    Quix flushes a sink before it flushes the producer and commits offsets, so a batch
+    is always in Kafka (in the open transaction, under exactly-once) before the offsets
+    of its events are committed. A crash loses the unwritten batch and its offsets alike.
+
+    >>> from pipelines.schemas import SchemaStore
+    >>> sent = []
+    >>> class Producer:
+    ...     def produce(self, topic, value, key, headers, timestamp):
+    ...         sent.append((topic, key))
+    >>> sink = RoutingSink(Transformer(SchemaStore()), Producer(), "records", "dlq")
+    >>> meta = RawMeta("shop", "product", "http", "i1", "e1", "2026-01-01T00:00:00.000000Z")
+    >>> sink.add(b'{"name": "Lamp", "source_id": "7"}', b"k", 0, meta.headers(), "raw", 0, 0)
+    >>> sink.add(b"not json", b"k", 0, meta.headers(), "raw", 0, 1)
+    >>> sent
+    []
+    >>> sink.flush()
+    >>> sent
+    [('records', b'shop/product/7'), ('dlq', b'k')]
+    """
+
+    def __init__(
+        self,
+        transformer: Transformer,
+        producer: Any,
+        records_topic: str,
+        dlq_topic: str,
+        max_events: int = 200,
+        max_bytes: int = 4_194_304,
+    ) -> None:
+        super().__init__()
+        self._transformer, self._producer = transformer, producer
+        self._records, self._dlq = records_topic, dlq_topic
+        self._max_events, self._max_bytes = max_events, max_bytes
+        self._pending: list[tuple[Any, ...]] = []
+        self._bytes = 0
+
+    def add(
+        self,
+        value: Any,
+        key: Any,
+        timestamp: int,
+        headers: HeadersTuples,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        self._pending.append((value, key, timestamp, headers, topic, partition, offset))
+        if value is not None:
+            self._bytes += len(value)
+        if len(self._pending) >= self._max_events or self._bytes >= self._max_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Transform and produce every pending event, in the order they arrived."""
+        pending, self._pending, self._bytes = self._pending, [], 0
+        process = self._transformer.process
+        # All of the batch's Python first, then all of its produce calls: each phase
+        # keeps its own code and data hot.
+        routed = [
+            (process(value, key, headers, topic, partition, offset), timestamp)
+            for value, key, timestamp, headers, topic, partition, offset in pending
+        ]
+        produce, records, dlq = self._producer.produce, self._records, self._dlq
+        for message, timestamp in routed:
+            produce(
+                dlq if message.dead else records,
+                message.payload,
+                message.key,
+                headers=message.headers,
+                timestamp=timestamp,
+            )
+
+    def on_paused(self) -> None:
+        """Quix will read the checkpoint's events again: what is pending is dropped."""
+        self._pending, self._bytes = [], 0
+
+
 def build_transform_app(
     kafka: KafkaSettings,
     core: CoreSettings,
@@ -386,22 +489,13 @@ def build_transform_app(
     names = kafka.topics
     raw = app.topic(names.raw, value_deserializer="bytes", key_deserializer="bytes")
     sdf = app.dataframe(raw)
-    # One step per event: Transformer.process routes it, and the application's own producer
-    # (transactional under exactly-once) writes it; chained Quix steps cost more per event.
-    producer = sdf.processing_context.producer
-    records, dlq = names.records, names.dlq
-
-    def route(value: bytes | None, key: bytes | None, timestamp: int, headers: Any) -> bool:
-        ctx = message_context()
-        routed = transformer.process(value, key, headers, ctx.topic, ctx.partition, ctx.offset)
-        producer.produce(
-            dlq if routed.dead else records,
-            routed.payload,
-            routed.key,
-            headers=routed.headers,
-            timestamp=timestamp,
-        )
-        return routed.dead
-
-    sdf.apply(route, metadata=True)
+    sink = RoutingSink(
+        transformer,
+        sdf.processing_context.producer,
+        names.records,
+        names.dlq,
+        settings.max_batch_events,
+        settings.max_batch_bytes,
+    )
+    sdf.sink(sink)
     return app

@@ -6,6 +6,7 @@ counters it increments are read from the default registry, as ``/metrics`` serve
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 
@@ -140,3 +141,38 @@ def test_transform_routes_dead_letters_and_counts_per_vertical_type_and_reason(
     # Without a usable vertical/type header, an event is counted under "-" (not a name).
     assert invalid_total("invalid_header", "-", "-") >= 1
     assert invalid_total("missing_headers", "-", "-") >= 1
+
+
+def test_batches_keep_order_and_a_partial_batch_is_written_while_the_app_runs(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """Events are transformed in batches (here of 2): the full ones are written as they
+    fill, the last, partial one at the next commit, without more input and before the
+    application is stopped; one entity's versions keep their order."""
+    vertical = f"b{uuid.uuid4().hex[:10]}"
+    producer = Producer(kafka.client(acks="all"))
+    names = [f"v{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        meta = RawMeta(vertical, "item", "test", "ing-b", f"e{i}", "2026-01-02T03:04:05.000000Z")
+        value = orjson.dumps({"name": name, "source_id": "one"})
+        producer.produce(kafka.topics.raw, value, f"{vertical}/item/one", headers=meta.headers())
+    assert producer.flush(10) == 0
+
+    settings = TransformSettings(
+        consumer_group=f"g-{uuid.uuid4().hex[:8]}", max_batch_events=2, commit_interval=1.0
+    )
+    app = build_transform_app(
+        kafka, CoreSettings(data_dir=tmp_path), settings, transformer=Transformer(SchemaStore())
+    )
+    landed: list[Landed] = []
+
+    def watch() -> None:  # sees every record while the app runs, then stops it
+        landed.extend(consume(kafka, kafka.topics.records, len(names), timeout=30, settle=0))
+        app.stop()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    app.run(timeout=60)
+    watcher.join(10)
+    assert [orjson.loads(m.value or b"")["name"] for m in landed] == names
+    assert [m.offset for m in landed] == sorted(m.offset for m in landed)
