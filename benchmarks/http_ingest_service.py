@@ -35,6 +35,7 @@ def serve_main(argv: Sequence[str]) -> None:
     """``python -m benchmarks.http_ingest_service serve --bootstrap B --prefix P --port N``."""
     import uvicorn
 
+    from pipelines.ops import freeze_startup_heap
     from sources.http import HttpSourceSettings, create_app
 
     parser = argparse.ArgumentParser(prog="benchmarks.http_ingest_service serve")
@@ -47,6 +48,7 @@ def serve_main(argv: Sequence[str]) -> None:
         bootstrap_servers=args.bootstrap, topic_prefix=args.prefix, partitions=args.partitions
     )
     app = create_app(kafka, HttpSourceSettings(auth="none"))
+    freeze_startup_heap()  # as `qanat source http` does
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

@@ -24,6 +24,7 @@ from pipelines.ops import (
     Readiness,
     app_paths,
     exit_zero_after_sigterm,
+    freeze_startup_heap,
     ops_router,
     run_quix,
     service_ops,
@@ -166,6 +167,7 @@ def source_http() -> None:
         )
     )
     exit_zero_after_sigterm()
+    freeze_startup_heap()
     uvicorn.run(
         http,
         host=settings.host,
