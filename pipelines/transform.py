@@ -380,9 +380,10 @@ class Transformer:
 
 
 class RoutingSink(BaseSink):
-    """The transform's last step: events are gathered in arrival order and transformed and
-    produced a batch at a time, which runs several times faster per event than one Quix
-    step each (the interpreter stays on the same code), then written by ``producer``.
+    """The transform's last step: events are gathered in arrival order, then transformed
+    and written by ``producer`` a batch at a time. Per event this costs about a third less
+    than one Quix step each, as the interpreter stays on the same code; 200 events keep a
+    batch's data in the CPU's cache, where 1000 were slower again.
 
     Quix flushes a sink before it flushes the producer and commits offsets, so a batch
     is always in Kafka (in the open transaction, under exactly-once) before the offsets
