@@ -251,6 +251,8 @@ class Transformer:
                 [{"path": "$", "message": str(exc)[:500]}],
             )
             return self._dead(value, key, headers, internal, lane, (topic, partition, offset))
+        if isinstance(record, RecordError):
+            return self._dead(value, key, headers, record, lane, (topic, partition, offset))
         lane.valid += 1
         out_key = (lane.key_prefix + record["source_id"]).encode()
         return Routed(False, out_key, orjson.dumps(record), headers or [])
@@ -281,7 +283,11 @@ class Transformer:
         lane = self._lanes[raw] = self._new_lane(vertical, type_)
         return lane
 
-    def _record(self, value: bytes | None, fields: dict[str, Any], lane: _Lane) -> dict[str, Any]:
+    def _record(
+        self, value: bytes | None, fields: dict[str, Any], lane: _Lane
+    ) -> dict[str, Any] | RecordError:
+        """The record, or the schema's errors, returned: the most common dead letter is not
+        worth an exception's cost. Every other invalid event raises RecordError."""
         meta = self._meta(fields, lane)
         obj = self._parse(value)
         version, errors = self.schemas.validate(lane.vertical, lane.type, obj)
@@ -296,7 +302,7 @@ class Transformer:
             reason = (
                 f"schema validation failed: {len(errors)} error(s), first at {errors[0]['path']}"
             )
-            raise RecordError("validate", "schema", reason, errors)
+            return RecordError("validate", "schema", reason, errors)
         device = fields.get(H_DEVICE_ID)
         device_id = _text(device) if device else None
         return normalize(obj, meta, version, self.max_name_length, device_id)
