@@ -114,16 +114,8 @@ def git_commit(root: Path = ROOT) -> str:
 def git_dirty(root: Path = ROOT) -> bool | None:
     """Whether tracked files other than the benchmark results differ from HEAD (None when
     git cannot tell): a run of several benchmarks writes results between them."""
-    status = _git(
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-        "--",
-        ".",
-        ":(exclude)benchmarks/results",
-        ":(exclude)benchmarks/RESULTS.md",
-        root=root,
-    )
+    results = (f":(exclude){path.relative_to(ROOT)}" for path in (RESULTS_DIR, RESULTS_MD))
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *results, root=root)
     return None if status is None else bool(status)
 
 
