@@ -13,11 +13,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/qanat
 WORKDIR /src
 # The distribution is pyproject.toml + README.md + the three packages (hatch wheel targets).
-COPY pyproject.toml README.md ./
+# Exact versions from constraints.txt, the build backend's included (PIP_CONSTRAINT).
+COPY pyproject.toml README.md constraints.txt ./
 COPY pipelines ./pipelines
 COPY sources ./sources
 COPY sinks ./sinks
-RUN /opt/qanat/bin/pip install ".[all]"
+RUN PIP_CONSTRAINT=/src/constraints.txt /opt/qanat/bin/pip install ".[all]"
 
 # --- runtime: the virtualenv, the schemas, a non-root user ------------------------------
 FROM python:3.11-slim

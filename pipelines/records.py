@@ -31,8 +31,15 @@ from pipelines.topics import (
     record_key,
 )
 
+# Always checked with fullmatch: with match, "$" also accepts a trailing newline.
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 MAX_SOURCE_ID_LENGTH = 512
+MAX_NESTING_DEPTH = 128
+"""The deepest a record may nest arrays and objects (a top-level object is depth 1). orjson
+serializes at most 254 levels and a record wraps the client's object in two more (the
+record, ``vertical_data``); 128 leaves room for user steps, and every stage, the stdlib's
+recursive code included, can handle it. The HTTP edge refuses deeper bodies; the transform
+dead-letters deeper events from any other source."""
 ENTITY_FIELDS = frozenset({"name", "source_id", "vertical_data"})
 # Item-shape fields that are consumed (mapped) rather than folded into vertical_data.
 ITEM_CONSUMED = frozenset({"title", "source_id", "idempotency_key", "vertical_data"})
@@ -58,12 +65,38 @@ class RecordError(InvalidRecordError):
 
 def check_identifier(kind: str, value: str) -> str:
     """Return ``value`` if it is a valid vertical/type name, else raise ValueError."""
-    if not IDENTIFIER.match(value):
+    if not (isinstance(value, str) and IDENTIFIER.fullmatch(value)):
         raise ValueError(
             f"{kind} {value!r} must match {IDENTIFIER.pattern}: lowercase letter first, "
             "then up to 62 lowercase letters, digits, '_' or '-'"
         )
     return value
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING_DEPTH) -> str | None:
+    """The JSON path (``$.a.0``) of the first container nested deeper than ``limit``, or
+    None; iterative, so no depth can exhaust the stack.
+
+    >>> too_deep({"a": [[1]]}, limit=2)
+    '$.a.0'
+    >>> too_deep({"a": [1]}, limit=2) is None
+    True
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "$", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.items()
+        elif isinstance(node, list):
+            children = enumerate(node)
+        else:
+            continue
+        if depth > limit:
+            return path
+        for name, child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, f"{path}.{name}", depth + 1))
+    return None
 
 
 def format_time(moment: datetime) -> str:

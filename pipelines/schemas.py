@@ -249,7 +249,7 @@ def read_schema_files(root: Path) -> dict[SchemaKey, dict[str, Any]]:
     problems: list[str] = []
     for path in sorted(root.glob("*/*.json")) if root.exists() else []:
         vertical, type_ = path.parent.name, path.stem
-        if not (IDENTIFIER.match(vertical) and IDENTIFIER.match(type_)):
+        if not (IDENTIFIER.fullmatch(vertical) and IDENTIFIER.fullmatch(type_)):
             problems.append(f"{path}: vertical/type must match {IDENTIFIER.pattern}")
             continue
         try:

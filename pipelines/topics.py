@@ -35,6 +35,9 @@ H_REPLAY_LAST_ERROR = "qanat.replay.last_error"
 
 Headers = list[tuple[str, bytes]]
 
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+"""Kafka's default ``max.message.bytes`` of a topic (1 MiB plus a record batch's overhead)."""
+
 
 @dataclass(frozen=True)
 class TopicNames:
@@ -136,3 +139,24 @@ def ensure_topics(
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
+
+
+def topic_max_message_bytes(
+    client_config: dict[str, Any], topic: str, timeout: float = 10.0
+) -> int:
+    """The broker's ``max.message.bytes`` for ``topic`` (the largest record batch it takes),
+    or :data:`DEFAULT_MAX_MESSAGE_BYTES` when the broker cannot say (no topic yet, no
+    DescribeConfigs permission): a limit a source and the transform can refuse by."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient(client_config)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(
+            timeout=timeout
+        )
+        return int(configs["max.message.bytes"].value)
+    except (KafkaException, KeyError, ValueError, TypeError) as exc:
+        logger.info("max.message.bytes of %s unknown (%s); assuming the default", topic, exc)
+        return DEFAULT_MAX_MESSAGE_BYTES

@@ -267,7 +267,7 @@ class Transformer:
         if not (vertical and type_):
             RawMeta.from_headers({name: _text(value) for name, value in fields.items()})
         for kind, name in (("vertical", vertical), ("type", type_)):
-            if not IDENTIFIER.match(name):
+            if not IDENTIFIER.fullmatch(name):
                 raise RecordError(
                     "parse",
                     "invalid_header",

@@ -34,11 +34,15 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.qanat-installed
-wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+wanted=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-  log "installing qanat and its dependencies into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip >&2
+  # Exact versions from constraints.txt (scripts/upgrade-deps.sh moves them forward);
+  # PIP_CONSTRAINT also pins the isolated build of the project (hatchling).
+  log "installing qanat and its dependencies into .venv (versions of constraints.txt)"
+  export PIP_CONSTRAINT=$PWD/constraints.txt
+  .venv/bin/python -m pip install -q "pip==$(sed -n 's/^pip==//p' constraints.txt)" >&2
   .venv/bin/python -m pip install -q -e '.[all,dev]' >&2
+  unset PIP_CONSTRAINT
   echo "$wanted" > "$stamp"
 fi
 .venv/bin/qanat dev broker fetch >&2
