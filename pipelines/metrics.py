@@ -2,8 +2,10 @@
 
 Each service is its own process, so the default registry holds exactly that service's
 metrics; ``pipelines.ops`` serves them on ``/metrics``. Label values stay bounded:
-vertical and type come from the user's configuration, ``reason`` is a short code
-(``not_json``, ``schema``, ...), never free text.
+``reason`` is a short code (``not_json``, ``schema``, ...), never free text, and vertical
+and type, which a client names (any write key may try a new name on every request), keep
+the first :data:`MAX_LABEL_VALUES` values seen in this process; every later one is
+counted under :data:`OTHER`.
 
 >>> from pipelines.metrics import EVENTS
 >>> EVENTS.labels(stage="transform", outcome="valid", vertical="shop", type="product").inc()
@@ -82,8 +84,45 @@ CONSUMER_LAG = Gauge(
 )
 
 
+HTTP_DISCONNECTS = Counter(
+    "qanat_http_client_disconnects",
+    "HTTP requests whose client hung up before the service had read the request "
+    "(mid-body) or before it answered.",
+)
+HTTP_TIMEOUTS = Counter(
+    "qanat_http_timeouts",
+    "HTTP connections cut off by the server, by phase: headers (not complete in time), "
+    "body (no bytes for too long), refused (over the connection bound).",
+    ["phase"],
+)
+
+#: Most distinct values of one client-named label (vertical, type) kept per process.
+MAX_LABEL_VALUES = 200
+#: The label value every value beyond :data:`MAX_LABEL_VALUES` is counted under.
+OTHER = "other"
+_SEEN: dict[str, set[str]] = {"vertical": set(), "type": set()}
+_SEEN_LOCK = threading.Lock()
+
+
+def bounded_label(name: str, value: str) -> str:
+    """``value``, or :data:`OTHER` once ``name`` has :data:`MAX_LABEL_VALUES` others.
+
+    >>> bounded_label("vertical", "shop")
+    'shop'
+    """
+    seen = _SEEN[name]
+    if value in seen:
+        return value
+    with _SEEN_LOCK:
+        if len(seen) >= MAX_LABEL_VALUES:
+            return OTHER
+        seen.add(value)
+    return value
+
+
 def count(stage: str, outcome: str, vertical: str, type_: str, n: int = 1) -> None:
     """Add ``n`` events of one outcome (a shorthand for the labelled counter)."""
+    vertical, type_ = bounded_label("vertical", vertical), bounded_label("type", type_)
     EVENTS.labels(stage=stage, outcome=outcome, vertical=vertical, type=type_).inc(n)
 
 
@@ -92,4 +131,5 @@ def count_invalid(stage: str, vertical: str, type_: str, reason: str, n: int = 1
 
     Callers count the outcome itself (``invalid`` or ``dead_lettered``) with ``count``.
     """
+    vertical, type_ = bounded_label("vertical", vertical), bounded_label("type", type_)
     INVALID.labels(stage=stage, vertical=vertical, type=type_, reason=reason).inc(n)

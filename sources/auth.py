@@ -272,8 +272,8 @@ class Authenticator:
             vertical = request.path_params.get("vertical")
             if isinstance(vertical, str):
                 self.authorize(key, scope, vertical)
-            elif key is not None and scope not in key.scopes:
-                raise _forbidden(f"this API key has no {scope} scope")
+            else:
+                check_scope(key, scope)
             return key
 
         return dependency
@@ -300,6 +300,12 @@ class Authenticator:
         if scope not in key.scopes:
             raise _forbidden(f"this API key has no {scope} scope")
         raise _forbidden(f"this API key may not access vertical {vertical!r}")
+
+
+def check_scope(key: ApiKey | None, scope: str) -> None:
+    """403 :class:`ApiError` unless ``key`` (None: auth is off) has ``scope``."""
+    if key is not None and scope not in key.scopes:
+        raise _forbidden(f"this API key has no {scope} scope")
 
 
 def connection_subprotocol_key(conn: HTTPConnection) -> str | None:

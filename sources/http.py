@@ -42,7 +42,7 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from pipelines.config import KafkaSettings, QanatSettings
+from pipelines.config import KafkaSettings
 from pipelines.errors import ConfigError
 from pipelines.topics import ensure_topics
 from sources.auth import ApiKey, Authenticator, KeyStore
@@ -67,8 +67,10 @@ from sources.http_docs import (
     WEBHOOK_DOC,
     WEBHOOK_RESPONSES,
 )
+from sources.http_edge import install_edge
 from sources.http_errors import ApiError, install_error_handlers
 from sources.http_events import SOURCE_NAME, publish_records
+from sources.http_server import EdgeSettings
 from sources.http_stream import StreamTarget, ingest_ndjson
 from sources.http_webhooks import (
     WebhookPolicy,
@@ -85,8 +87,8 @@ __all__ = ["ApiError", "HttpSourceSettings", "create_app"]
 logger = logging.getLogger(__name__)
 
 
-class HttpSourceSettings(QanatSettings):
-    """Settings of ``qanat source http``."""
+class HttpSourceSettings(EdgeSettings):
+    """Settings of ``qanat source http`` (the connection limits: :class:`EdgeSettings`)."""
 
     yaml_section: ClassVar[str] = "http"
     model_config = SettingsConfigDict(env_prefix="QANAT_HTTP_", extra="forbid")
@@ -249,10 +251,18 @@ def create_app(
         finally:
             app.state.publisher.close()
 
-    app = FastAPI(title="qanat ingest API", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="qanat ingest API",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # install_edge serves them, behind the admin scope
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.authenticator = authenticator  # for the read routes' require("read")
     app.state.limiter = limiter
     install_error_handlers(app)
+    install_edge(app, authenticator, settings.public_metrics, settings.public_docs)
     app.include_router(ws_ingest_router(kafka.topics, settings, authenticator, limiter))
 
     async def publish(

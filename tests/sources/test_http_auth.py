@@ -150,7 +150,14 @@ def test_a_key_revoked_while_the_service_runs_is_refused_at_once(
     assert post(client, route, f"Bearer {plaintext}").status_code == 401
 
 
-def test_health_and_the_openapi_document_need_no_key(client: TestClient) -> None:
+def test_health_needs_no_key_and_the_openapi_document_an_admin_one(
+    client: TestClient, store: SQLiteKeyStore, keys: Keys
+) -> None:
+    """The docs and /metrics sit behind the admin scope (issue 16: on the ingest port)."""
     assert client.get("/healthz").status_code == 200
-    spec = client.get("/openapi.json").json()
+    assert client.get("/openapi.json").status_code == 401
+    writer = {"Authorization": f"Bearer {keys.all_writer}"}
+    assert client.get("/openapi.json", headers=writer).status_code == 403
+    admin = create_key(store, "admin", ["admin"], None)[1]
+    spec = client.get("/openapi.json", headers={"Authorization": f"Bearer {admin}"}).json()
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
