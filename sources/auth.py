@@ -292,6 +292,13 @@ class Authenticator:
         self.authorize(key, scope, vertical)
         return key
 
+    def is_live(self, key: ApiKey | None) -> bool:
+        """Whether ``key`` is still stored and not revoked (blocking: call it from a thread)."""
+        if self.store is None or key is None:
+            return True
+        found = self.store.lookup(key.id)
+        return found is not None and found[0].revoked_at is None
+
     @staticmethod
     def authorize(key: ApiKey | None, scope: str, vertical: str) -> None:
         """403 :class:`ApiError` unless ``key`` (None: auth is off) allows it."""

@@ -60,6 +60,18 @@ class EdgeSettings(QanatSettings):
         description="Most open connections (WebSockets included); a connection beyond is "
         "answered 503 too_many_connections with Retry-After, and closed.",
     )
+    ws_max_in_flight: int = Field(
+        256,
+        ge=1,
+        description="Most WebSocket messages of one socket waiting for Kafka's ack; at the "
+        "bound the service stops reading that socket (TCP backpressure) until acks catch up.",
+    )
+    ws_key_check_s: float = Field(
+        2.0,
+        gt=0,
+        description="How often an open WebSocket's key is checked again: a revoked key's "
+        "sockets are closed with 1008 within this many seconds.",
+    )
     public_metrics: bool = Field(
         False,
         description="Serve /metrics without a key; else it needs a key with the admin scope "

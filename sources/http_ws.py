@@ -19,7 +19,15 @@ Authentication, with the ``write`` scope on the vertical: ``Authorization: Beare
 on the handshake; browsers, which cannot set that header, pass ``?token=<key>`` or offer
 the subprotocols ``qanat.v1`` and ``bearer.<key>`` (the server selects ``qanat.v1``). An
 unknown key or a vertical out of the key's scope closes the socket with code 1008
-(policy violation) and the reason. The key is checked once, when the socket opens.
+(policy violation) and the reason. The key is checked when the socket opens and again
+every ``ws_key_check_s`` seconds: a revoked key's sockets are closed with 1008.
+
+Messages are read and produced ahead of their acks, up to ``ws_max_in_flight`` per
+socket; at that bound the service stops reading the socket (TCP backpressure: a fast
+sender's sends block) until Kafka's acks catch up, so the socket is never dropped and
+its keepalive pings are read in time. A message nested deeper than
+:data:`pipelines.records.MAX_NESTING_DEPTH` is refused with ``too_deep`` (found by a scan
+of its bytes, before any parser recurses), the socket kept.
 
 Each message counts against the key's rate limit (:mod:`sources.ratelimit`). A message
 over ``max_body_bytes`` is refused with ``message_too_large``; one over the server's
@@ -31,7 +39,11 @@ frame limit (uvicorn's ``ws_max_size``, 16 MiB) closes the socket with code 1009
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+from contextlib import suppress
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,6 +52,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
 from pipelines.errors import RetriableError
+from pipelines.records import MAX_NESTING_DEPTH
 from pipelines.topics import TopicNames
 from sources.auth import SUBPROTOCOL, ApiKey, Authenticator
 from sources.http_body import identifier
@@ -103,27 +116,95 @@ def ws_ingest_router(
         if not accepted:
             return
         client = client_identity(key.id if key else None, _host(socket))
-        seq = 0
-        while True:
-            data = await _receive(socket)
-            if data is None:
-                return
-            seq += 1
+
+        async def one(data: bytes, seq: int) -> dict[str, Any]:
             try:
                 limiter.check(client)
-                answer = await publish(socket, vertical, type, data)
+                _check_depth(data)
+                result = await publish(socket, vertical, type, data)
             except ApiError as exc:
-                answer = error_message(exc, seq)
+                result = error_message(exc, seq)
             except RetriableError as exc:
                 logger.warning("WebSocket ingest: %s", exc)
-                answer = error_message(kafka_unavailable(exc), seq)
-            answer["seq"] = seq
-            try:
-                await socket.send_text(orjson.dumps(answer).decode())
-            except (WebSocketDisconnect, OSError):  # gone before its answer
-                return
+                result = error_message(kafka_unavailable(exc), seq)
+            except RecursionError:
+                result = error_message(_too_deep_error(), seq)
+            result["seq"] = seq
+            return result
+
+        await _session(socket, one, settings.ws_max_in_flight, _watch(socket, key))
+
+    async def _watch(socket: WebSocket, key: ApiKey | None) -> None:
+        """Close the socket with 1008 once its key is revoked."""
+        if key is None:  # auth is off: nothing to revoke
+            await asyncio.Event().wait()
+        while await run_in_threadpool(authenticator.is_live, key):
+            await asyncio.sleep(settings.ws_key_check_s)
+        logger.info("API key %s revoked: closing its WebSocket", key.id if key else None)
+        with suppress(RuntimeError, OSError):  # closed already
+            await socket.close(POLICY_VIOLATION, "revoked_api_key: this API key was revoked")
 
     return router
+
+
+Answer = asyncio.Task[dict[str, Any]]
+
+
+async def _session(socket: WebSocket, one: Any, window: int, watcher: Any) -> None:
+    """Read messages and start each one's publish, at most ``window`` unacknowledged; a
+    writer task sends the answers in order. Returns once the client or the key is gone."""
+    pending: asyncio.Queue[Answer | None] = asyncio.Queue(maxsize=window)
+    writer = asyncio.create_task(_send_answers(socket, pending))
+    watch = asyncio.create_task(watcher)
+    seq = 0
+    try:
+        while not writer.done() and not watch.done():
+            data = await _receive(socket)
+            if data is None:
+                break
+            seq += 1
+            await pending.put(asyncio.create_task(one(data, seq)))  # full: stop reading
+    finally:
+        watch.cancel()
+        await pending.put(None)
+        await writer
+
+
+async def _send_answers(socket: WebSocket, pending: asyncio.Queue[Answer | None]) -> None:
+    """Send each answer once its publish is done, in message order; once the socket is
+    gone, only wait for the rest (they are in Kafka's hands already)."""
+    gone = False
+    while (task := await pending.get()) is not None:
+        answer = await task
+        if gone:
+            continue
+        try:
+            await socket.send_text(orjson.dumps(answer).decode())
+        except (WebSocketDisconnect, OSError, RuntimeError):  # gone (or closed: revoked)
+            gone = True
+
+
+def _too_deep_error() -> ApiError:
+    message = f"the message is nested deeper than {MAX_NESTING_DEPTH} levels"
+    return ApiError(400, "too_deep", message, "body")
+
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _check_depth(data: bytes) -> None:
+    """A 400 ``too_deep`` when ``data`` nests arrays and objects deeper than the limit;
+    a scan of the bytes (strings removed first), as parsing 100k levels recurses.
+
+    >>> _check_depth(b'{"a": "[[[[", "b": [1]}')
+    """
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    if len(brackets) <= 2 * MAX_NESTING_DEPTH:
+        return
+    depth = accumulate(1 if b in b"[{" else -1 for b in brackets)
+    if max(depth, default=0) > MAX_NESTING_DEPTH:
+        raise _too_deep_error()
 
 
 async def _accept(
