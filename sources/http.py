@@ -88,7 +88,7 @@ logger = logging.getLogger(__name__)
 
 
 class HttpSourceSettings(EdgeSettings):
-    """Settings of ``qanat source http`` (the connection limits: :class:`EdgeSettings`)."""
+    """Settings of ``qanat source http``."""
 
     yaml_section: ClassVar[str] = "http"
     model_config = SettingsConfigDict(env_prefix="QANAT_HTTP_", extra="forbid")
