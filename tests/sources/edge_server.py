@@ -21,7 +21,9 @@ from sources.http_server import server_config
 def serve_edge(app: FastAPI, settings: HttpSourceSettings) -> Iterator[tuple[str, int]]:
     """Run ``app`` with the service's protocol and limits; yield (host, port)."""
     port = free_port()
-    config = server_config(app, settings, "127.0.0.1", port, log_level="info", lifespan="on")
+    config = server_config(
+        app, settings, "127.0.0.1", port, log_level="info", lifespan="on", log_config=None
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-edge-uvicorn", daemon=True)
     thread.start()
