@@ -142,6 +142,7 @@ def source_http() -> None:
     from pipelines.control import control_router
     from pipelines.dlq_api import dlq_router
     from sources.http import HttpSourceSettings, create_app
+    from sources.http_server import server_config
 
     core, kafka = service_settings()
     settings = load(HttpSourceSettings)
@@ -168,14 +169,17 @@ def source_http() -> None:
     )
     exit_zero_after_sigterm()
     freeze_startup_heap()
-    uvicorn.run(
+    # uvicorn with the edge's guards: header/body deadlines, the connection bound, JSON 400s
+    config = server_config(
         http,
-        host=settings.host,
-        port=settings.port,
+        settings,
+        settings.host,
+        settings.port,
         log_level=core.log_level.lower(),
         log_config=None,  # qanat's logging (text or JSON) formats uvicorn's lines too
         timeout_graceful_shutdown=int(ops.shutdown_timeout_s),
     )
+    uvicorn.Server(config).run()
 
 
 def _read_stores(store: str) -> tuple[Any, Any, Any]:
