@@ -146,9 +146,9 @@ def parse_batch(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]
         fields = _FIELDS.decode(body)
     except msgspec.ValidationError as exc:
         raise ApiError(422, "invalid_body", f"{expected}: {exc}", "body") from None
-    except msgspec.DecodeError as exc:
-        raise invalid_json(exc) from None
-    except UnicodeDecodeError as exc:  # in a field name
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # Invalid UTF-8 in a field name: msgspec >= 0.23 says DecodeError, older ones
+        # UnicodeDecodeError; either way the 400 names the field when the body has one.
         check_values(body)
         raise invalid_json(exc) from None
     present = [key for key in BATCH_KEYS if key in fields]
