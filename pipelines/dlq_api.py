@@ -234,7 +234,9 @@ def _replay_options(body: Any, key: ScopedKey | None) -> ReplayOptions:
     if not isinstance(body.get("dry_run", False), bool):
         raise BadRequestError("body.dry_run", "dry_run must be true or false")
     replay_id = body.get("replay_id")
-    if replay_id is not None and not (isinstance(replay_id, str) and REPLAY_ID.fullmatch(replay_id)):
+    if replay_id is not None and not (
+        isinstance(replay_id, str) and REPLAY_ID.fullmatch(replay_id)
+    ):
         raise BadRequestError("body.replay_id", f"replay_id must match {REPLAY_ID.pattern}")
     max_replays = _int("body.max_replays", body.get("max_replays", 3))
     return ReplayOptions(wanted, max_replays, rate, bool(body.get("dry_run", False)), replay_id)
