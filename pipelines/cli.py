@@ -139,6 +139,13 @@ def source_http() -> None:
     """The HTTP ingest API (batch endpoint)."""
     import uvicorn
 
+    uvicorn.Server(http_service_config()).run()
+
+
+def http_service_config() -> Any:
+    """The uvicorn config of ``qanat source http``: the app with every router, and the
+    edge's guards (header/body deadlines, the connection bound, JSON 400s). Tests take
+    the app from ``.app`` without serving it."""
     from pipelines.control import control_router
     from pipelines.dlq_api import dlq_router
     from sources.http import HttpSourceSettings, create_app
@@ -169,8 +176,7 @@ def source_http() -> None:
     )
     exit_zero_after_sigterm()
     freeze_startup_heap()
-    # uvicorn with the edge's guards: header/body deadlines, the connection bound, JSON 400s
-    config = server_config(
+    return server_config(
         http,
         settings,
         settings.host,
@@ -179,7 +185,6 @@ def source_http() -> None:
         log_config=None,  # qanat's logging (text or JSON) formats uvicorn's lines too
         timeout_graceful_shutdown=int(ops.shutdown_timeout_s),
     )
-    uvicorn.Server(config).run()
 
 
 def _read_stores(store: str) -> tuple[Any, Any, Any]:

@@ -18,8 +18,6 @@ VERTICAL = "sec"
 
 def capture_app(kafka: KafkaSettings, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
     """The app ``qanat source http`` would serve (uvicorn is not started)."""
-    import uvicorn
-
     from pipelines import cli
 
     for name, value in {
@@ -29,11 +27,9 @@ def capture_app(kafka: KafkaSettings, data_dir: Path, monkeypatch: pytest.Monkey
         "QANAT_HTTP_WEBHOOK_SECRET": WEBHOOK_SECRET,
     }.items():
         monkeypatch.setenv(name, value)
-    captured: list[FastAPI] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **_: captured.append(app))
     monkeypatch.setattr(cli, "exit_zero_after_sigterm", lambda: None, raising=False)
-    cli.source_http()
-    return captured[0]
+    app: FastAPI = cli.http_service_config().app
+    return app
 
 
 def make_keys(data_dir: Path) -> dict[str, str]:
