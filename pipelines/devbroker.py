@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.errors import FatalError
+from pipelines.ports import free_port as free_port  # re-exported: tests and up use it
+from pipelines.ports import port_is_free as port_is_free
 
 logger = logging.getLogger(__name__)
 
@@ -61,22 +62,6 @@ _LOG4J2 = """Configuration:
 
 class DevBrokerError(FatalError):
     """The local broker could not be fetched, started or stopped; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _require(tool: str, hint: str) -> str:
@@ -315,6 +300,18 @@ class LocalBroker:
         except OSError:
             return "(no log)"
         return " | ".join(text[-lines:])
+
+    def recorded_port(self) -> int | None:
+        """The port this data directory's broker was last configured with (None: never)."""
+        try:
+            lines = (self.data_dir / "server.properties").read_text().splitlines()
+        except OSError:
+            return None
+        prefix = "advertised.listeners=PLAINTEXT://"
+        for line in lines:
+            if line.startswith(prefix):
+                return int(line.removeprefix(prefix).split(",")[0].rsplit(":", 1)[1])
+        return None
 
     def _read_pid(self) -> int | None:
         try:

@@ -3,11 +3,12 @@ consumer lag, and a bounded graceful shutdown.
 
 A Kafka-consuming service (transform, sinks) serves ``/healthz``, ``/readyz`` and
 ``/metrics`` on a small HTTP port of its own (``QANAT_OPS_PORT``, else a default per
-service, 0 disables) from a daemon thread; the HTTP source includes :func:`ops_router` in
-its FastAPI app instead. ``/readyz`` answers 200 when every check passes (Kafka answers a
-metadata request and the service's topics exist; a sink's store answers a ping), else 503
-with a JSON reason. A :class:`LagMonitor` thread sets the consumer-lag gauges, and
-:func:`run_quix` makes a Quix application's SIGTERM shutdown bounded.
+service, or a free port when that one is taken; 0 disables) from a daemon thread; the
+HTTP source includes :func:`ops_router` in its FastAPI app instead. ``/readyz`` answers
+200 when every check passes (Kafka answers a metadata request and the service's topics
+exist; a sink's store answers a ping), else 503 with a JSON reason. A :class:`LagMonitor`
+thread sets the consumer-lag gauges, and :func:`run_quix` makes a Quix application's
+SIGTERM shutdown bounded.
 
 >>> readiness = Readiness({"always": lambda: None})
 >>> readiness.report()
@@ -17,6 +18,7 @@ with a JSON reason. A :class:`LagMonitor` thread sets the consumer-lag gauges, a
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -50,7 +52,8 @@ DEFAULT_PORTS = {
     "source-mqtt": 9105,
 }
 """The ops port of each service when ``QANAT_OPS_PORT`` is not set (distinct, so that
-``qanat up`` runs them side by side on one host)."""
+they run side by side on one host); a service whose default is taken serves on a free port
+instead and logs it (``qanat up`` gives each child a free port of its own)."""
 
 
 class OpsSettings(QanatSettings):
@@ -213,10 +216,15 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class OpsServer:
-    """The ops endpoints on ``host:port`` (0: any free port), served by daemon threads."""
+    """The ops endpoints on ``host:port`` (0: any free port), served by daemon threads.
+    With ``fallback`` (the port is a default, not one asked for), a taken port gives way to
+    a free one, logged."""
 
-    def __init__(self, readiness: Readiness, host: str, port: int) -> None:
+    def __init__(
+        self, readiness: Readiness, host: str, port: int, *, fallback: bool = False
+    ) -> None:
         self.readiness, self.host, self.requested_port = readiness, host, port
+        self.fallback = fallback
         self._server: _Server | None = None
 
     @property
@@ -225,15 +233,29 @@ class OpsServer:
             raise RuntimeError("the ops server is not started")
         return int(self._server.server_address[1])
 
+    def _bind(self, port: int) -> _Server:
+        return make_server(
+            self.host,
+            port,
+            wsgi_app(self.readiness),
+            server_class=_Server,
+            handler_class=_QuietHandler,
+        )
+
     def start(self) -> OpsServer:
         try:
-            self._server = make_server(
-                self.host,
-                self.requested_port,
-                wsgi_app(self.readiness),
-                server_class=_Server,
-                handler_class=_QuietHandler,
-            )
+            try:
+                self._server = self._bind(self.requested_port)
+            except OSError as exc:
+                if not (self.fallback and exc.errno == errno.EADDRINUSE):
+                    raise
+                self._server = self._bind(0)
+                logger.warning(
+                    "default ops port %d is taken: serving on %d instead "
+                    "(QANAT_OPS_PORT chooses one)",
+                    self.requested_port,
+                    self.port,
+                )
         except OSError as exc:
             raise FatalError(
                 f"cannot serve /healthz, /readyz, /metrics on {self.host}:{self.requested_port}: "
@@ -388,7 +410,8 @@ def service_ops(
         {"kafka": KafkaCheck(kafka, topics, ops.check_timeout_s), **store_checks(stores)}
     )
     port = ops.port_for(service)
-    server = OpsServer(readiness, ops.host, port).start() if port else None
+    fallback = ops.port is None  # a default port, not one asked for
+    server = OpsServer(readiness, ops.host, port, fallback=fallback).start() if port else None
     monitor = None
     if group is not None and ops.lag_interval_s > 0:
         monitor = LagMonitor(kafka, group, topics, ops.lag_interval_s).start()
