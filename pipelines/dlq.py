@@ -17,8 +17,10 @@ from pipelines.topics import (
     H_ERROR_REASON,
     H_ERROR_STAGE,
     H_ERROR_TOPIC,
+    H_ERROR_TRUNCATED,
     H_REPLAY_COUNT,
     H_REPLAY_LAST_ERROR,
+    MESSAGE_OVERHEAD_BYTES,
     Headers,
 )
 
@@ -33,6 +35,7 @@ _ERROR_HEADERS = frozenset(
         H_ERROR_REASON,
         H_ERROR_STAGE,
         H_ERROR_TOPIC,
+        H_ERROR_TRUNCATED,
     }
 )
 MAX_REASON_LENGTH = 500
@@ -117,6 +120,41 @@ def dead_letter_headers(
         (H_REPLAY_COUNT, replay_count),
     )
     return headers
+
+
+def message_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """A message's size as a broker's ``max.message.bytes`` counts it, near enough: key,
+    value, headers and :data:`~pipelines.topics.MESSAGE_OVERHEAD_BYTES` of framing."""
+    size = MESSAGE_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
+    for name, header in headers:
+        size += len(name) + 8 + len(header or b"")
+    return size
+
+
+def fit_dead_letter(
+    key: bytes | None, value: bytes | None, headers: Headers, limit: int
+) -> tuple[bytes | None, Headers]:
+    """The value and headers of a dead letter that fits in ``limit`` bytes: unchanged when
+    it fits; else the details are cut to a note and then the value is truncated, with
+    ``qanat.error.truncated`` set to the original value's length (the headers, which say
+    where the event came from and why it failed, are always kept).
+
+    >>> headers = [("qanat.error.details", b"[]")]
+    >>> value, out = fit_dead_letter(None, b"x" * 5000, headers, 2000)
+    >>> len(value) < 2000, dict(out)["qanat.error.truncated"]
+    (True, b'5000')
+    """
+    if message_size(key, value, headers) <= limit:
+        return value, headers
+    note = orjson.dumps([{"path": "$", "message": "details left out: the letter is too large"}])
+    headers = [(n, note if n == H_ERROR_DETAILS else h) for n, h in headers]
+    original = len(value or b"")
+    headers.append((H_ERROR_TRUNCATED, str(original).encode()))
+    room = limit - message_size(key, b"", headers)
+    if room >= original:
+        headers.pop()  # the details were the excess: the value is whole
+        return value, headers
+    return (value or b"")[: max(room, 0)], headers
 
 
 def capped_details(details: list[dict[str, Any]]) -> list[dict[str, Any]]:

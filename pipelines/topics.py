@@ -30,6 +30,7 @@ H_ERROR_TOPIC = "qanat.error.topic"
 H_ERROR_PARTITION = "qanat.error.partition"
 H_ERROR_OFFSET = "qanat.error.offset"
 H_REPLAY_COUNT = "qanat.replay.count"
+H_ERROR_TRUNCATED = "qanat.error.truncated"  # the original value's length, when cut
 # Set by `qanat dlq replay` / `import` on a republished event: the error it had last.
 H_REPLAY_LAST_ERROR = "qanat.replay.last_error"
 
@@ -37,6 +38,10 @@ Headers = list[tuple[str, bytes]]
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 """Kafka's default ``max.message.bytes`` of a topic (1 MiB plus a record batch's overhead)."""
+PRODUCER_MAX_MESSAGE_BYTES = 1_000_000
+"""librdkafka's default ``message.max.bytes``: a producer refuses a larger message itself."""
+MESSAGE_OVERHEAD_BYTES = 512
+"""What a record batch adds around one message (framing, rounded up), for size checks."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,6 @@ def topic_max_message_bytes(
             timeout=timeout
         )
         return int(configs["max.message.bytes"].value)
-    except (KafkaException, KeyError, ValueError, TypeError) as exc:
+    except (KafkaException, KeyError, ValueError, TypeError, TimeoutError) as exc:
         logger.info("max.message.bytes of %s unknown (%s); assuming the default", topic, exc)
         return DEFAULT_MAX_MESSAGE_BYTES

@@ -35,11 +35,18 @@ from quixstreams.models import HeadersTuples
 from quixstreams.sinks import BaseSink
 
 from pipelines.config import CoreSettings, KafkaSettings, QanatSettings
-from pipelines.dlq import dead_letter_headers
+from pipelines.dlq import dead_letter_headers, fit_dead_letter, message_size
 from pipelines.errors import InvalidRecordError
-from pipelines.metrics import EVENTS, INVALID, add_tallies, retire_tallies
+from pipelines.metrics import add_tallies, retire_tallies
 from pipelines.quixapp import quix_application
-from pipelines.records import IDENTIFIER, RawMeta, RecordError, normalize
+from pipelines.records import (
+    IDENTIFIER,
+    MAX_NESTING_DEPTH,
+    RawMeta,
+    RecordError,
+    normalize,
+    too_deep,
+)
 from pipelines.registry import follow_schemas
 from pipelines.schemas import SchemaStore
 from pipelines.topics import (
@@ -50,38 +57,22 @@ from pipelines.topics import (
     H_SOURCE,
     H_TYPE,
     H_VERTICAL,
+    PRODUCER_MAX_MESSAGE_BYTES,
     Headers,
-    record_key,
+    topic_max_message_bytes,
 )
+from pipelines.transform_lanes import REASON_CODES, UNKNOWN, Lane, header_text
+
+__all__ = ["REASON_CODES", "RoutingSink", "TransformSettings", "Transformer"]
 
 logger = logging.getLogger(__name__)
+# Below the limit by more than this, a record's headers and key cannot make it too large.
+_HEADROOM = 64 * 1024
 NO_SCHEMA = "no schema registered"
-METRICS_STAGE = "transform"
 MAX_LANES = 4096
 # A batch's events, ~3 KB each in memory, stay within a 1 MiB L2 cache; 1000 ran slower.
 BATCH_EVENTS = 200
 BATCH_BYTES = 4 * 1024 * 1024
-# The reason label of qanat_invalid_events, by stage: a small, bounded set.
-REASON_CODES = {
-    "parse": (
-        "missing_headers",
-        "invalid_header",
-        "empty",
-        "too_large",
-        "invalid_utf8",
-        "not_json",
-    ),
-    "validate": ("schema", "no_schema"),
-    "normalize": (
-        "not_object",
-        "missing_name",
-        "name_too_long",
-        "invalid_source_id",
-        "invalid_vertical_data",
-        "bad_event_time",
-        "internal",
-    ),
-}
 
 
 class TransformSettings(QanatSettings):
@@ -105,6 +96,22 @@ class TransformSettings(QanatSettings):
         1_048_576, ge=1, description="Raw events larger than this go to the DLQ."
     )
     max_name_length: int = Field(1024, ge=1, description="Longest accepted `name`.")
+    max_record_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="Largest normalized record written to the records topic (a larger one "
+        "is a dead letter, record_too_large); unset: the records topic's max.message.bytes, "
+        "read from the broker at start, and at most the producer's 1,000,000.",
+        examples=[1_000_000],
+    )
+    max_dead_letter_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="Largest dead letter: a larger one keeps its headers and a truncated "
+        "value, marked by qanat.error.truncated; unset: read from the DLQ topic like "
+        "max_record_bytes.",
+        examples=[1_000_000],
+    )
     consumer_group: str = Field("transform", description="Consumer group (after the prefix).")
     commit_interval: float = Field(
         1.0,
@@ -137,71 +144,6 @@ class Routed(NamedTuple):
     headers: Headers
 
 
-def _text(value: Any) -> str:
-    """A header value as text (bytes are UTF-8; a bad byte becomes U+FFFD)."""
-    try:
-        return str(value.decode("utf-8", "replace"))
-    except AttributeError:
-        return "" if value is None else str(value)
-
-
-class _Lane:
-    """What every event of one vertical/type reuses: its names, its record-key prefix and
-    its counts. The counts are plain ints, added to the Prometheus counters whenever
-    they are read (:func:`pipelines.metrics.flush_tallies`): a labelled counter's
-    locked increment per event would cost more than the rest of the bookkeeping."""
-
-    __slots__ = (
-        "_events",
-        "_sent",
-        "invalid",
-        "key_prefix",
-        "reasons",
-        "type",
-        "valid",
-        "vertical",
-    )
-
-    def __init__(self, vertical: str, type_: str) -> None:
-        self.vertical, self.type = vertical, type_
-        self.key_prefix = record_key(vertical, type_, "")
-        labels = {"stage": METRICS_STAGE, "vertical": vertical, "type": type_}
-        self._events = (
-            EVENTS.labels(outcome="valid", **labels),
-            EVENTS.labels(outcome="invalid", **labels),
-        )
-        self.valid = self.invalid = 0
-        self.reasons: dict[str, int] = {}
-        self._sent: dict[str, int] = {}  # what flush added so far, by reason or outcome
-
-    def count_invalid(self, code: str) -> None:
-        self.invalid += 1
-        self.reasons[code] = self.reasons.get(code, 0) + 1
-
-    def flush(self) -> None:
-        """Add the counts since the last flush to the counters (under the tally lock)."""
-        valid, invalid = self._events
-        pending: list[tuple[Any, str, int]] = [
-            (valid, "\0valid", self.valid),
-            (invalid, "\0invalid", self.invalid),
-        ]
-        pending += [(None, code, total) for code, total in list(self.reasons.items())]
-        for child, slot, total in pending:
-            delta = total - self._sent.get(slot, 0)
-            if not delta:
-                continue
-            if child is None:  # a reason code: looked up here, at most once per read
-                child = INVALID.labels(
-                    stage=METRICS_STAGE, vertical=self.vertical, type=self.type, reason=slot
-                )
-            child.inc(delta)
-            self._sent[slot] = total
-
-
-# Metrics of events whose vertical or type header is missing or not an identifier.
-_UNKNOWN = "-"
-
-
 class Transformer:
     """Validates and normalizes one raw event at a time (no I/O; it counts metrics)."""
 
@@ -211,18 +153,21 @@ class Transformer:
         max_message_bytes: int = 1_048_576,
         max_name_length: int = 1024,
         schemaless: Literal["accept", "reject"] = "accept",
+        max_record_bytes: int = PRODUCER_MAX_MESSAGE_BYTES,
+        max_dead_letter_bytes: int = PRODUCER_MAX_MESSAGE_BYTES,
     ) -> None:
         self.schemas = schemas
+        self.max_record_bytes, self.max_dead_letter_bytes = max_record_bytes, max_dead_letter_bytes
         self.max_message_bytes = max_message_bytes
         self.max_name_length = max_name_length
         self.reject_schemaless = schemaless == "reject"
-        self._lanes: dict[tuple[Any, Any], _Lane] = {}
-        self._unknown: _Lane | None = None
-        self._tallies: list[_Lane] = []  # every lane whose counts are still followed
+        self._lanes: dict[tuple[Any, Any], Lane] = {}
+        self._unknown: Lane | None = None
+        self._tallies: list[Lane] = []  # every lane whose counts are still followed
         weakref.finalize(self, retire_tallies, self._tallies)
 
-    def _new_lane(self, vertical: str, type_: str) -> _Lane:
-        lane = _Lane(vertical, type_)
+    def _new_lane(self, vertical: str, type_: str) -> Lane:
+        lane = Lane(vertical, type_)
         self._tallies.append(lane)
         add_tallies([lane])
         return lane
@@ -243,6 +188,10 @@ class Transformer:
             if lane is None:
                 lane = self._lane(fields)
             record = self._record(value, fields, lane)
+            if isinstance(record, RecordError):
+                return self._dead(value, key, headers, record, lane, (topic, partition, offset))
+            out_key = (lane.key_prefix + record["source_id"]).encode()
+            payload = self._serialize(record, out_key, headers)
         except InvalidRecordError as error:
             return self._dead(value, key, headers, error, lane, (topic, partition, offset))
         except Exception as exc:  # a bug must not stop the stream: keep the event, say why
@@ -254,18 +203,37 @@ class Transformer:
                 [{"path": "$", "message": str(exc)[:500]}],
             )
             return self._dead(value, key, headers, internal, lane, (topic, partition, offset))
-        if isinstance(record, RecordError):
-            return self._dead(value, key, headers, record, lane, (topic, partition, offset))
         lane.valid += 1
-        out_key = (lane.key_prefix + record["source_id"]).encode()
-        return Routed(False, out_key, orjson.dumps(record), headers or [])
+        return Routed(False, out_key, payload, headers or [])
 
-    def _lane(self, fields: dict[str, Any]) -> _Lane:
+    def _serialize(self, record: dict[str, Any], key: bytes, headers: Headers | None) -> bytes:
+        """The record's bytes; a dead letter if orjson cannot write it or if it would
+        outgrow the records topic (the broker would refuse it, and every retry)."""
+        try:
+            payload = orjson.dumps(record)
+        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+            detail = [{"path": "$", "message": str(exc)[:500]}]
+            raise RecordError(
+                "normalize", "not_serializable", "record cannot be serialized", detail
+            ) from None
+        if len(payload) + _HEADROOM > self.max_record_bytes:  # exact only when near
+            size = message_size(key, payload, headers or [])
+            if size > self.max_record_bytes:
+                limit = f"{size} bytes > {self.max_record_bytes} (the records topic's limit)"
+                raise RecordError(
+                    "normalize",
+                    "record_too_large",
+                    "normalized record too large",
+                    [{"path": "$", "message": limit}],
+                )
+        return payload
+
+    def _lane(self, fields: dict[str, Any]) -> Lane:
         """The lane of a vertical/type seen for the first time; a parse error if bad."""
         raw = (fields.get(H_VERTICAL), fields.get(H_TYPE))
-        vertical, type_ = _text(raw[0]), _text(raw[1])
+        vertical, type_ = header_text(raw[0]), header_text(raw[1])
         if not (vertical and type_):
-            RawMeta.from_headers({name: _text(value) for name, value in fields.items()})
+            RawMeta.from_headers({name: header_text(value) for name, value in fields.items()})
         for kind, name in (("vertical", vertical), ("type", type_)):
             if not IDENTIFIER.fullmatch(name):
                 raise RecordError(
@@ -287,7 +255,7 @@ class Transformer:
         return lane
 
     def _record(
-        self, value: bytes | None, fields: dict[str, Any], lane: _Lane
+        self, value: bytes | None, fields: dict[str, Any], lane: Lane
     ) -> dict[str, Any] | RecordError:
         """The record, or the schema's errors, returned: the most common dead letter is not
         worth an exception's cost. Every other invalid event raises RecordError."""
@@ -307,11 +275,11 @@ class Transformer:
             )
             return RecordError("validate", "schema", reason, errors)
         device = fields.get(H_DEVICE_ID)
-        device_id = _text(device) if device else None
+        device_id = header_text(device) if device else None
         return normalize(obj, meta, version, self.max_name_length, device_id)
 
     @staticmethod
-    def _meta(fields: dict[str, Any], lane: _Lane) -> RawMeta:
+    def _meta(fields: dict[str, Any], lane: Lane) -> RawMeta:
         source: Any
         ingestion_id: Any
         event_id: Any
@@ -323,7 +291,7 @@ class Transformer:
             fields.get(H_RECEIVED_AT),
         )
         if not (source and ingestion_id and event_id and received_at):
-            RawMeta.from_headers({name: _text(value) for name, value in fields.items()})
+            RawMeta.from_headers({name: header_text(value) for name, value in fields.items()})
         try:  # the hot path: every value is bytes
             return RawMeta(
                 lane.vertical,
@@ -334,7 +302,7 @@ class Transformer:
                 received_at.decode("utf-8", "replace"),
             )
         except AttributeError:
-            texts = map(_text, (source, ingestion_id, event_id, received_at))
+            texts = map(header_text, (source, ingestion_id, event_id, received_at))
             return RawMeta(lane.vertical, lane.type, *texts)
 
     def _parse(self, value: bytes | None) -> Any:
@@ -348,7 +316,7 @@ class Transformer:
                 [{"path": "$", "message": f"{len(value)} bytes > {self.max_message_bytes}"}],
             )
         try:
-            return orjson.loads(value)
+            obj = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             try:
                 bytes(value).decode("utf-8")
@@ -362,6 +330,17 @@ class Transformer:
             raise RecordError(
                 "parse", "not_json", "not valid JSON", [{"path": "$", "message": str(exc)}]
             ) from None
+        # Only a value with that many brackets can be that deep: the walk is rarely paid.
+        if value.count(b"[") + value.count(b"{") > MAX_NESTING_DEPTH:
+            path = too_deep(obj)
+            if path is not None:
+                raise RecordError(
+                    "parse",
+                    "too_deep",
+                    f"nested deeper than {MAX_NESTING_DEPTH} levels",
+                    [{"path": path, "message": f"more than {MAX_NESTING_DEPTH} levels"}],
+                )
+        return obj
 
     def _dead(
         self,
@@ -369,11 +348,11 @@ class Transformer:
         key: bytes | None,
         headers: Headers | None,
         error: InvalidRecordError,
-        lane: _Lane | None,
+        lane: Lane | None,
         position: tuple[str, int, int],
     ) -> Routed:
         if lane is None:
-            lane = self._unknown = self._unknown or self._new_lane(_UNKNOWN, _UNKNOWN)
+            lane = self._unknown = self._unknown or self._new_lane(UNKNOWN, UNKNOWN)
         lane.count_invalid(getattr(error, "code", error.stage))
         topic, partition, offset = position
         dead_headers = dead_letter_headers(
@@ -385,6 +364,7 @@ class Transformer:
             partition=partition,
             offset=offset,
         )
+        value, dead_headers = fit_dead_letter(key, value, dead_headers, self.max_dead_letter_bytes)
         return Routed(True, key, value, dead_headers)
 
 
@@ -471,6 +451,22 @@ class RoutingSink(BaseSink):
         self._pending, self._bytes = [], 0
 
 
+def output_limits(kafka: KafkaSettings, settings: TransformSettings) -> tuple[int, int]:
+    """The largest record and dead letter the transform may write: the settings, else the
+    topics' ``max.message.bytes`` (within what the producer itself takes)."""
+    limits = []
+    for setting, topic in (
+        (settings.max_record_bytes, kafka.topics.records),
+        (settings.max_dead_letter_bytes, kafka.topics.dlq),
+    ):
+        if setting is None:
+            setting = min(
+                topic_max_message_bytes(kafka.client(), topic), PRODUCER_MAX_MESSAGE_BYTES
+            )
+        limits.append(setting)
+    return limits[0], limits[1]
+
+
 def build_transform_app(
     kafka: KafkaSettings,
     core: CoreSettings,
@@ -487,7 +483,11 @@ def build_transform_app(
         if schemas is None:
             schemas, _follower = follow_schemas(kafka, settings.schema_dir)
         transformer = Transformer(
-            schemas, settings.max_message_bytes, settings.max_name_length, settings.schemaless
+            schemas,
+            settings.max_message_bytes,
+            settings.max_name_length,
+            settings.schemaless,
+            *output_limits(kafka, settings),
         )
     app = quix_application(
         kafka,

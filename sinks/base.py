@@ -26,21 +26,27 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Producer
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 from quixstreams.sinks.base.item import SinkItem
 
-from pipelines.config import KafkaSettings
-from pipelines.dlq import dead_letter_headers
-from pipelines.errors import FatalError, QanatError, RetriableError
+from pipelines.errors import QanatError, RetriableError
 from pipelines.logs import message_fields
 from pipelines.metrics import BATCH_SECONDS, count, count_invalid
-from pipelines.topics import H_INGESTION_ID, H_TYPE, H_VERTICAL, decode_headers
+from sinks.deadletters import (
+    STAGE,
+    DeadLetter,
+    DeadLetterWriter,
+    KafkaDeadLetters,
+    LoggingDeadLetters,
+    letter_fields,
+    letter_labels,
+)
 from sinks.progress import Progress, progress_of
+
+__all__ = ["DeadLetter", "DeadLetterWriter", "KafkaDeadLetters", "LoggingDeadLetters"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +55,6 @@ SQL_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 
 REQUIRED_FIELDS = ("vertical", "type", "source_id", "name", "event_time")
 OPTIONAL_TEXT_FIELDS = ("source", "ingestion_id", "event_id", "received_at")
-STAGE = "sink"
-# Kafka errors a retry cannot fix: a person must grant access first.
-_DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.SASL_AUTHENTICATION_FAILED}
-_DENIED |= {KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._AUTHENTICATION}
 
 
 class BadRowError(QanatError):
@@ -106,168 +108,17 @@ ROW_COLUMNS: tuple[str, ...] = Row._fields
 KEY_COLUMNS = ("vertical", "type", "source_id")
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """An item the sink could not store, with why; a DeadLetterWriter sends it on."""
-
-    key: Any
-    value: Any
-    headers: Sequence[tuple[str, Any]] | None
-    topic: str
-    partition: int
-    offset: int
-    reason: str
-    details: list[dict[str, Any]] = field(default_factory=list)
-
-
-class DeadLetterWriter(Protocol):
-    """Where a sink's dead letters go; ``flush`` returns only when they are durable."""
-
-    def send(self, letter: DeadLetter) -> None: ...
-
-    def flush(self) -> None: ...
-
-
-class LoggingDeadLetters:
-    """The default when no writer is given: log each dead letter at ERROR level."""
-
-    def send(self, letter: DeadLetter) -> None:
-        logger.error(
-            "dead letter %s[%d]@%d key=%r: %s %s",
-            letter.topic,
-            letter.partition,
-            letter.offset,
-            letter.key,
-            letter.reason,
-            letter.details,
-            extra=_letter_fields(letter),
-        )
-
-    def flush(self) -> None:
-        return None
-
-
-def _letter_labels(letter: DeadLetter) -> tuple[str, str, str | None]:
-    """vertical, type and ingestion id of a dead letter (from the record, else its headers)."""
-    value = letter.value if isinstance(letter.value, dict) else {}
-    headers = decode_headers(letter.headers)
-    vertical = value.get("vertical") or headers.get(H_VERTICAL) or "unknown"
-    type_ = value.get("type") or headers.get(H_TYPE) or "unknown"
-    return str(vertical), str(type_), value.get("ingestion_id") or headers.get(H_INGESTION_ID)
-
-
-def _letter_fields(letter: DeadLetter) -> dict[str, Any]:
-    ingestion_id = _letter_labels(letter)[2]
-    return message_fields(letter.topic, letter.partition, letter.offset, ingestion_id)
-
-
 def _count_batch(rows: list[Row], rejected: set[int], letters: list[DeadLetter]) -> None:
     """Count the batch's upserted and dead-lettered events, and log each dead letter."""
     upserted = Counter(row[:2] for row in rows if row.kafka_offset not in rejected)
     for (vertical, type_), n in upserted.items():
         count(STAGE, "upserted", vertical, type_, n)
     for letter in letters:
-        vertical, type_, _ingestion = _letter_labels(letter)
+        vertical, type_, _ingestion = letter_labels(letter)
         count(STAGE, "dead_lettered", vertical, type_)
         code = "rejected" if letter.reason.startswith("rejected") else "malformed"
         count_invalid(STAGE, vertical, type_, code)
-        logger.warning("dead-lettered: %s", letter.reason, extra=_letter_fields(letter))
-
-
-def _key_bytes(key: Any) -> bytes | None:
-    if key is None or isinstance(key, bytes):
-        return key
-    return str(key).encode("utf-8", errors="replace")
-
-
-def _value_bytes(value: Any) -> bytes | None:
-    """The deserialized value as JSON again (bytes pass through, None stays a tombstone)."""
-    if value is None or isinstance(value, bytes):
-        return value
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return orjson.dumps(repr(value))
-
-
-class KafkaDeadLetters:
-    """Produces dead letters to ``<prefix>.dlq`` with the sink's error headers.
-
-    The original key and headers are kept; the value (a record Quix deserialized) is
-    serialized again with orjson. :meth:`flush` raises RetriableError unless every letter
-    was acknowledged, so a sink never commits offsets before its dead letters are durable.
-
-    >>> from pipelines.config import KafkaSettings
-    >>> writer = KafkaDeadLetters(KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
-    >>> writer.topic
-    'qanat.dlq'
-    """
-
-    def __init__(self, kafka: KafkaSettings, *, flush_timeout: float = 30.0) -> None:
-        self.topic = kafka.topics.dlq
-        self.flush_timeout = flush_timeout
-        self._config = {"acks": "all", "enable.idempotence": True, **kafka.client()}
-        self._producer: Any = None
-        self._errors: list[Any] = []
-
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self._errors.append(err)
-
-    def _get_producer(self) -> Any:
-        if self._producer is None:  # created on first use: most batches have no dead letter
-            self._producer = Producer(self._config)
-        return self._producer
-
-    def send(self, letter: DeadLetter) -> None:
-        producer = self._get_producer()
-        headers = dead_letter_headers(
-            letter.headers,
-            stage=STAGE,
-            reason=letter.reason,
-            details=letter.details,
-            topic=letter.topic,
-            partition=letter.partition,
-            offset=letter.offset,
-        )
-        for _attempt in range(50):
-            try:
-                producer.produce(
-                    self.topic,
-                    key=_key_bytes(letter.key),
-                    value=_value_bytes(letter.value),
-                    headers=headers,
-                    on_delivery=self._on_delivery,
-                )
-                return
-            except BufferError:
-                producer.poll(0.1)  # the local queue is full: let deliveries drain
-            except KafkaException as exc:
-                raise RetriableError(f"cannot produce to {self.topic}: {exc}", 5.0) from exc
-        raise RetriableError(f"producer queue for {self.topic} stays full", 5.0)
-
-    def flush(self) -> None:
-        if self._producer is None:
-            return
-        remaining = self._producer.flush(self.flush_timeout)
-        errors, self._errors = self._errors, []
-        fatal = [err for err in errors if err.fatal() or err.code() in _DENIED]
-        if fatal:
-            raise FatalError(f"cannot write dead letters to {self.topic}: {fatal[0].str()}")
-        if errors:
-            raise RetriableError(
-                f"{len(errors)} dead letter(s) not delivered to {self.topic}: {errors[0].str()}",
-                5.0,
-            )
-        if remaining:
-            raise RetriableError(
-                f"{remaining} dead letter(s) still unacknowledged by "
-                f"{self.topic} after {self.flush_timeout}s",
-                5.0,
-            )
-
-    def close(self) -> None:
-        self.flush()
+        logger.warning("dead-lettered: %s", letter.reason, extra=letter_fields(letter))
 
 
 def _problems(value: Any) -> list[dict[str, str]]:
