@@ -15,6 +15,8 @@ error in ``qanat.replay.last_error`` (:func:`pipelines.dlq.replay_headers`).
   (the transform) never see a message twice. The replay id defaults to a hash of the
   filter and the loop guard, so running the same command again resumes it.
 * A dead letter another replay already republished (its checkpoint covers it) is skipped.
+* A dead letter whose value was truncated to fit the DLQ (``qanat.error.truncated``) is
+  skipped and counted: its bytes are no longer the event's.
 * Dry run: each dead letter, with the headers it would be republished with, goes through
   the transform's own :meth:`pipelines.transform.Transformer.process` with the schemas
   registered now; nothing is written.
@@ -43,7 +45,13 @@ from pipelines.dlq_state import DlqState, ReplayCheckpoint
 from pipelines.errors import FatalError
 from pipelines.records import now
 from pipelines.schemas import SchemaStore
-from pipelines.topics import H_ERROR_REASON, H_ERROR_STAGE, Headers, decode_headers
+from pipelines.topics import (
+    H_ERROR_REASON,
+    H_ERROR_STAGE,
+    H_ERROR_TRUNCATED,
+    Headers,
+    decode_headers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +87,7 @@ class ReplaySummary:
     purged: int = 0
     already_replayed: int = 0
     skipped_loop_guard: int = 0
+    skipped_truncated: int = 0
     replayed: int = 0
     failed: int = 0
     would_pass: int = 0
@@ -98,6 +107,7 @@ class ReplaySummary:
                 "purged",
                 "already_replayed",
                 "skipped_loop_guard",
+                "skipped_truncated",
             )
         }
         if self.dry_run:
@@ -269,6 +279,8 @@ class Replayer:
             summary.purged += 1
         elif letter.replay_count >= self.options.max_replays:
             summary.skipped_loop_guard += 1
+        elif letter.headers and letter.headers[-1][0] == H_ERROR_TRUNCATED:  # set last
+            summary.skipped_truncated += 1
         elif state.replays and state.replayed_by_other(letter, self.options.id):
             summary.already_replayed += 1
         else:
