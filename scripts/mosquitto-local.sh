@@ -8,14 +8,22 @@
 #   port $QANAT_MOSQUITTO_PORT (default 1883), anonymous clients allowed (loopback only).
 #
 #   export QANAT_TEST_MQTT_URL="$(scripts/mosquitto-local.sh)"
+#
+# Verbs: `start` (the default, above); `status` exits 0 when a broker answers on the port
+# (then `start` starts none); `stop` stops the broker this script started in the directory
+# (its pid file), never another one that answers on the port.
 set -euo pipefail
 
+VERB=${1:-start}
 PORT=${QANAT_MOSQUITTO_PORT:-1883}
 DIR=${QANAT_MOSQUITTO_DIR:-/var/tmp/qanat-mosquitto}
 URL="mqtt://127.0.0.1:${PORT}"
+PID_FILE="$DIR/mosquitto.pid"
 
 log() { printf 'mosquitto-local: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/local-common.sh
+source "$(dirname "$0")/local-common.sh"
 
 broker_binary() {
     command -v mosquitto 2>/dev/null && return 0
@@ -24,6 +32,23 @@ broker_binary() {
 }
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/${PORT}") 2>/dev/null; }
+ours() { running_pid "$PID_FILE" "$DIR/mosquitto.conf"; }
+
+case $VERB in
+    start) ;;
+    status) answers && exit 0 || exit 1 ;;
+    stop)
+        if PID=$(ours); then
+            log "stopping the broker in ${DIR} (pid ${PID})"
+            stop_pid "$PID" 10
+            rm -f "$PID_FILE"
+        elif answers; then
+            log "port ${PORT} answers, but not a broker of ${DIR}: left alone"
+        fi
+        exit 0
+        ;;
+    *) die "usage: $0 [start|status|stop]" ;;
+esac
 
 # openssl: the TLS test makes a self-signed certificate with it.
 if ! BINARY=$(broker_binary) || ! command -v openssl >/dev/null; then
@@ -38,8 +63,7 @@ if ! BINARY=$(broker_binary) || ! command -v openssl >/dev/null; then
 fi
 
 mkdir -p "$DIR/data"
-PID_FILE="$DIR/mosquitto.pid"
-if [[ -f $PID_FILE ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null && answers; then
+if ours >/dev/null && answers; then
     log "already running (pid $(cat "$PID_FILE"))"
     echo "$URL"
     exit 0

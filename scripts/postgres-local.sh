@@ -7,18 +7,23 @@
 #   database `qanat_test` it owns.
 #
 #   export QANAT_TEST_POSTGRES_DSN="$(scripts/postgres-local.sh)"
+#
+# Verbs: `start` (the default, above); `status` exits 0 when the cluster is online and
+# answers (then `start` starts nothing); `stop` stops the cluster (pg_ctlcluster stop).
+# QANAT_POSTGRES_CLUSTER (default main) and QANAT_POSTGRES_PORT (default 5432) name another
+# cluster of the same server, created on that port if missing.
 set -euo pipefail
 
+VERB=${1:-start}
 ROLE=qanat
 PASSWORD=qanat
 DATABASE=qanat_test
-PORT=5432
+CLUSTER=${QANAT_POSTGRES_CLUSTER:-main}
+PORT=${QANAT_POSTGRES_PORT:-5432}
 DSN="postgresql://${ROLE}:${PASSWORD}@127.0.0.1:${PORT}/${DATABASE}"
 
 log() { printf 'postgres-local: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-
-[[ $(id -u) -eq 0 ]] || die "run as root (it installs and starts the system PostgreSQL)"
 
 server_version() {
     # The newest installed major version that has a server binary.
@@ -42,6 +47,31 @@ psql_postgres() {
     as_postgres psql --no-psqlrc -X -q -v ON_ERROR_STOP=1 -p "$PORT" -d postgres "$@"
 }
 
+# The cluster's status column ("online", "down", ...), empty when there is no such cluster.
+cluster_status() {
+    pg_lsclusters -h 2>/dev/null | awk -v v="$VERSION" -v c="$CLUSTER" '$1 == v && $2 == c {print $4}'
+}
+
+case $VERB in
+    start) ;;
+    status)
+        VERSION=$(server_version) && [[ $(cluster_status) == online* ]] \
+            && pg_isready -q -h 127.0.0.1 -p "$PORT" && exit 0
+        exit 1
+        ;;
+    stop)
+        [[ $(id -u) -eq 0 ]] || die "run as root (it stops the system PostgreSQL's cluster)"
+        if VERSION=$(server_version) && [[ $(cluster_status) == online* ]]; then
+            log "stopping cluster ${VERSION}/${CLUSTER}"
+            pg_ctlcluster "$VERSION" "$CLUSTER" stop >&2
+        fi
+        exit 0
+        ;;
+    *) die "usage: $0 [start|status|stop]" ;;
+esac
+
+[[ $(id -u) -eq 0 ]] || die "run as root (it installs and starts the system PostgreSQL)"
+
 if ! VERSION=$(server_version); then
     log "no PostgreSQL server found: installing the postgresql package"
     export DEBIAN_FRONTEND=noninteractive
@@ -51,15 +81,14 @@ if ! VERSION=$(server_version); then
 fi
 log "PostgreSQL ${VERSION}"
 
-if ! pg_lsclusters -h 2>/dev/null | awk -v v="$VERSION" '$1 == v && $2 == "main"' | grep -q .; then
-    log "creating cluster ${VERSION}/main on port ${PORT}"
-    pg_createcluster "$VERSION" main --port "$PORT" >&2
+if [[ -z $(cluster_status) ]]; then
+    log "creating cluster ${VERSION}/${CLUSTER} on port ${PORT}"
+    pg_createcluster "$VERSION" "$CLUSTER" --port "$PORT" >&2
 fi
 
-status=$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $4}')
-if [[ $status != online* ]]; then
-    log "starting cluster ${VERSION}/main"
-    pg_ctlcluster "$VERSION" main start >&2
+if [[ $(cluster_status) != online* ]]; then
+    log "starting cluster ${VERSION}/${CLUSTER}"
+    pg_ctlcluster "$VERSION" "$CLUSTER" start >&2
 fi
 
 for _ in $(seq 1 60); do
