@@ -130,12 +130,26 @@ def neo4j_url() -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """RELIABILITY.md again when a reliability scenario ran (one that recorded a result
-    sets ``config._qanat_reliability_ran``: tests/reliability/, the PostgreSQL outage)."""
+    """The reliability report again when a reliability scenario ran (one that recorded a
+    result sets ``config._qanat_reliability_ran``: tests/reliability/, the PostgreSQL
+    outage): the rows of the scenarios this session ran, merged into the report there.
+    It goes outside git's tracking (``QANAT_REPORT_DIR``, default ``.qanat/reports``);
+    ``QANAT_WRITE_RELIABILITY=1`` regenerates the tracked RELIABILITY.md instead."""
     if getattr(session.config, "_qanat_reliability_ran", False):
-        from tests.reliability.results import write_report
+        from tests.reliability.results import RECORDED, write_report
 
-        write_report()
+        session.config._qanat_report = write_report(scenarios=RECORDED)  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the session wrote the reliability report, if it did."""
+    path = getattr(terminalreporter.config, "_qanat_report", None)
+    if path is None:
+        return
+    from tests.reliability.results import REPORT
+
+    hint = "" if path == REPORT else " (QANAT_WRITE_RELIABILITY=1 regenerates RELIABILITY.md)"
+    terminalreporter.write_line(f"reliability report: {path}{hint}")
 
 
 @pytest.fixture

@@ -2,9 +2,13 @@
 
 Every scenario run appends one JSON line to ``<results dir>/runs.jsonl`` (the directory is
 ``QANAT_RELIABILITY_RESULTS``, default ``.qanat/reliability``); :func:`render` sums them
-per scenario into the Markdown table of ``RELIABILITY.md`` at the repository root. The
-pytest session renders it when a scenario ran (tests/reliability/conftest.py); so does
-``.venv/bin/python -m tests.reliability.report``.
+per scenario into the Markdown table of ``RELIABILITY.md``. The pytest session renders it
+when a scenario ran (tests/conftest.py); so does ``.venv/bin/python -m
+tests.reliability.report``. Either writes :func:`report_path`: a report outside git's
+tracking (``$QANAT_REPORT_DIR/RELIABILITY.md``, default ``.qanat/reports/``), and the
+tracked ``RELIABILITY.md`` at the repository root only with ``QANAT_WRITE_RELIABILITY=1``.
+The report is merged into the one already there (:func:`merge`): the scenarios rendered
+replace their rows, the other rows are kept.
 """
 
 from __future__ import annotations
@@ -18,10 +22,21 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / "RELIABILITY.md"
+#: The scenarios this process recorded a run of: the rows its test session renders.
+RECORDED: set[str] = set()
 
 
 def results_dir() -> Path:
     return Path(os.environ.get("QANAT_RELIABILITY_RESULTS", ROOT / ".qanat" / "reliability"))
+
+
+def report_path() -> Path:
+    """The tracked ``RELIABILITY.md`` with ``QANAT_WRITE_RELIABILITY=1``; else
+    ``RELIABILITY.md`` in ``QANAT_REPORT_DIR`` (default ``.qanat/reports``, which git
+    ignores), so that a test run leaves the tracked tree alone."""
+    if os.environ.get("QANAT_WRITE_RELIABILITY") == "1":
+        return REPORT
+    return Path(os.environ.get("QANAT_REPORT_DIR") or ROOT / ".qanat" / "reports") / REPORT.name
 
 
 @dataclass
@@ -74,6 +89,7 @@ def record_result(result: ScenarioResult) -> Path:
     import datetime
 
     result.finished = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    RECORDED.add(result.scenario)
     path = results_dir() / "runs.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as out:
@@ -160,6 +176,54 @@ def render(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(path: Path = REPORT) -> Path:
-    path.write_text(render(load_runs()))
+def _table(report: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The column titles of ``report``'s table and its rows' cells, by scenario."""
+    titles: list[str] = []
+    rows: dict[str, list[str]] = {}
+    for line in report.splitlines():
+        if not line.startswith("| "):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not titles:
+            titles = cells
+        else:
+            rows[cells[0]] = cells
+    return titles, rows
+
+
+def merge(rendered: str, existing: str) -> str:
+    """``rendered`` with the rows of ``existing`` whose scenario it has no row of: a
+    scenario that ran replaces its own row, in its place; the others are kept (their cells
+    moved under the same column titles, blank under a column they did not have); a new
+    scenario comes last."""
+    titles, new_rows = _table(rendered)
+    old_titles, old_rows = _table(existing)
+    if not old_rows:
+        return rendered
+    merged = []
+    for scenario, cells in old_rows.items():
+        if scenario in new_rows:
+            merged.append(new_rows.pop(scenario))
+        else:
+            by_title = dict(zip(old_titles, cells, strict=False))
+            merged.append([by_title.get(title, "") for title in titles])
+    merged.extend(new_rows.values())
+    lines = rendered.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|---"))
+    table = ["| " + " | ".join(cells) + " |" for cells in merged]
+    return "\n".join(lines[: first + 1] + table) + "\n"
+
+
+def write_report(path: Path | None = None, scenarios: set[str] | None = None) -> Path:
+    """Render the recorded runs of ``scenarios`` (default: every scenario recorded) into
+    ``path`` (default :func:`report_path`), merged into the report there; where there is
+    none yet, into the tracked ``RELIABILITY.md``. Returns ``path``."""
+    path = path or report_path()
+    runs = load_runs()
+    if scenarios is not None:
+        runs = [run for run in runs if run["scenario"] in scenarios]
+    base = path if path.exists() else REPORT
+    existing = base.read_text() if base.exists() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(merge(render(runs), existing))
     return path
