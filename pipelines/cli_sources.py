@@ -35,7 +35,8 @@ def source_mqtt() -> None:
         {"kafka": KafkaCheck(kafka, topics, ops.check_timeout_s), "mqtt": source.ping}
     )
     port = ops.port_for(SERVICE)
-    server = OpsServer(readiness, ops.host, port).start() if port else None
+    fallback = ops.port is None  # a default port, not one asked for
+    server = OpsServer(readiness, ops.host, port, fallback=fallback).start() if port else None
     try:
         asyncio.run(_until_signal(source, ops.shutdown_timeout_s))
     finally:

@@ -68,7 +68,8 @@ class OpsSettings(QanatSettings):
         le=65535,
         description="Port of /healthz, /readyz and /metrics of a Kafka-consuming service "
         "(the HTTP source serves them on its own port). Unset: 9101 transform, 9102 SQLite "
-        "sink, 9103 PostgreSQL sink, 9104 errors sink, 9105 MQTT source. 0 disables.",
+        "sink, 9103 PostgreSQL sink, 9104 errors sink, 9105 MQTT source, or a free port "
+        "(logged) when that one is taken; a port set here must be free. 0 disables.",
     )
     host: str = Field(
         "0.0.0.0",

@@ -3,6 +3,8 @@ broker and stores, the consumer-lag gauges, and the bounded shutdown."""
 
 from __future__ import annotations
 
+import logging
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,8 +20,10 @@ from fastapi.testclient import TestClient
 
 from pipelines.config import KafkaSettings
 from pipelines.devbroker import free_port
+from pipelines.errors import FatalError
 from pipelines.metrics import CONSUMER_LAG, count
 from pipelines.ops import (
+    DEFAULT_PORTS,
     KafkaCheck,
     LagMonitor,
     OpsServer,
@@ -55,6 +59,51 @@ def test_ports_default_per_service_and_zero_disables() -> None:
     assert OpsSettings().port_for("sink-errors") == 9104
     assert OpsSettings(port=0).port_for("transform") == 0
     assert OpsSettings(port=9300).port_for("sink-sqlite") == 9300
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something listens on (a free one, taken for the test)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_a_taken_default_port_gives_way_to_a_free_one(
+    taken_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "pipelines.ops")
+    ops = OpsServer(Readiness(), "127.0.0.1", taken_port, fallback=True).start()
+    try:
+        assert ops.port != taken_port
+        assert httpx.get(f"http://127.0.0.1:{ops.port}/healthz").json() == {"status": "ok"}
+        assert f"default ops port {taken_port} is taken: serving on {ops.port}" in caplog.text
+    finally:
+        ops.stop()
+
+
+def test_a_taken_port_asked_for_is_fatal(taken_port: int) -> None:
+    with pytest.raises(FatalError, match=f"127.0.0.1:{taken_port}: Address already in use"):
+        OpsServer(Readiness(), "127.0.0.1", taken_port).start()
+
+
+def test_service_ops_falls_back_only_from_the_default_port(
+    taken_port: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QANAT_OPS_PORT unset: the service's default, else a free port; set: that port."""
+    monkeypatch.setitem(DEFAULT_PORTS, "test-service", taken_port)
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")  # never asked here
+    caplog.set_level(logging.WARNING, "pipelines.ops")
+    default = OpsSettings(host="127.0.0.1", lag_interval_s=0)
+    with service_ops("test-service", kafka, topics=[], settings=default):
+        [moved] = [r for r in caplog.records if r.getMessage().startswith("default ops port")]
+        port = moved.args[1]  # type: ignore[index]
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    asked = OpsSettings(port=taken_port, host="127.0.0.1", lag_interval_s=0)
+    refused = service_ops("test-service", kafka, topics=[], settings=asked)
+    with pytest.raises(FatalError, match="set QANAT_OPS_PORT to another port"), refused:
+        pass
 
 
 @pytest.fixture
