@@ -21,7 +21,7 @@ import base64
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
@@ -32,7 +32,7 @@ from quixstreams.sinks import BatchingSink, SinkBatch
 
 from pipelines.config import QanatSettings
 from pipelines.errors import FatalError
-from pipelines.metrics import BATCH_SECONDS
+from pipelines.metrics import BATCH_SECONDS, count
 from pipelines.records import parse_time
 from pipelines.topics import (
     H_ERROR_AT,
@@ -251,12 +251,50 @@ class ErrorsSink(BatchingSink, abc.ABC):
         with backpressure_on_retriable(batch):
             try:
                 self.store(list(rows.values()))
-            except BadRowError as exc:
-                where = f"{batch.topic}[{batch.partition}] from offset {batch.start_offset}"
-                message = f"the errors table refused a dead letter of {where}: {exc}"
-                raise FatalError(message) from exc
+            except BadRowError:
+                self._store_one_by_one(list(rows.values()))
         BATCH_SECONDS.labels(stage="errors").observe(time.perf_counter() - started)
         logger.debug("%s[%d]: %d dead letter(s) stored", batch.topic, batch.partition, len(rows))
+
+    def _store_one_by_one(self, rows: list[ErrorRow]) -> None:
+        """A refused batch, row by row: a row the table refuses is stored reduced (its text
+        ASCII-escaped, its details replaced by the refusal), so the letter is kept and the
+        sink goes on; only a reduced row refused too stops it (the table is broken)."""
+        for row in rows:
+            try:
+                self.store([row])
+            except BadRowError as exc:
+                try:
+                    self.store([reduced_row(row, str(exc))])
+                except BadRowError as again:
+                    where = "{}[{}]@{}".format(*row.position)
+                    message = f"the errors table refused the dead letter at {where}: {again}"
+                    raise FatalError(message) from again
+                count("errors", "stored_reduced", row.vertical or "-", row.type or "-")
+                logger.warning("dead letter %s stored reduced: %s", row.position, exc)
+
+
+def reduced_row(row: ErrorRow, refusal: str) -> ErrorRow:
+    """``row`` as any table takes it: every text ASCII (``\\uXXXX`` escapes), the details
+    a note of why the full row was refused; the payload's bytes stay exact.
+
+    >>> row = error_row(b"k", b"v", [("qanat.error.reason", "caf\u00e9".encode())], "d", 0, 1)
+    >>> reduced = reduced_row(row, "22021")
+    >>> reduced.reason.isascii(), len(reduced.reason), reduced.payload
+    (True, 7, b'v')
+    """
+    texts: dict[str, Any] = {
+        f.name: _ascii(getattr(row, f.name))
+        for f in fields(ErrorRow)
+        if isinstance(getattr(row, f.name), str)
+    }
+    headers = {_ascii(name): _ascii(value) for name, value in row.headers.items()}
+    details = [{"path": "$", "message": f"stored reduced: {_ascii(refusal)[:500]}"}]
+    return replace(row, **texts, headers=headers, details=details)
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 # --- reading ------------------------------------------------------------------------

@@ -363,3 +363,5 @@ class PostgresSink(PostgresStore, UpsertSink):
                     write(row)
                 except TypeError as exc:  # orjson.JSONEncodeError: the other fields are checked
                     raise BadRowError(f"vertical_data is not serializable: {exc}") from None
+                except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 for it
+                    raise BadRowError(f"text is not valid UTF-8: {exc.reason}") from None

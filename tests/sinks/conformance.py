@@ -232,6 +232,35 @@ class SinkConformance:
         assert letter.reason.startswith("rejected by the database")
         assert letter.details and letter.details[0]["path"] == "$"
 
+    def test_hostile_values_are_stored_or_dead_lettered_and_the_rest_land(
+        self, sink: UpsertSink, dead_letters: ListDeadLetters
+    ) -> None:
+        """Values a database may refuse (issue 16): each is stored or dead-lettered, never
+        both, never lost, and the sink goes on with the rest of the batch."""
+        deep: Any = 1
+        for _ in range(120):
+            deep = [deep]
+        hostile = [
+            record("h-nul-name", name="nul\x00name"),
+            record("h-nul-data", vertical_data={"k\x00": "v\x00", "u": "\\u0000"}),
+            record("h-nul-id\x00"),
+            record("h-big-int", vertical_data={"n": 2**64, "m": -(2**63) - 1}),
+            record("h-big-float", vertical_data={"f": 1.7976931348623157e308, "g": 5e-324}),
+            record("h-deep", vertical_data={"deep": deep}),
+            record("h-surrogate", name="lone \ud800 surrogate"),
+            record("h-long-name", name="n" * 100_000),
+            record("h-odd-version", schema_version=2**40),
+        ]
+        goods = [record(f"g{i}") for i in range(3)]
+        items = list(enumerate(hostile + goods))
+        deliver(sink, *items)
+        stored = set(self.read_rows(sink))
+        dead = {letter.offset for letter in dead_letters.letters}
+        for offset, value in items:
+            kept = key_of(value) in stored
+            assert kept != (offset in dead), (value["source_id"], kept, offset in dead)
+        assert {key_of(v) for v in goods} <= stored
+
     def test_retriable_error_backpressures_then_succeeds(
         self, sink: UpsertSink, dead_letters: ListDeadLetters
     ) -> None:

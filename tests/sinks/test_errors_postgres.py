@@ -132,3 +132,35 @@ def test_sink_reconnects_after_its_connection_is_terminated(pg_dsn: str, pg_tabl
         assert store.counts("ing-1")["dead_letters"] == 2
     finally:
         store.close()
+
+
+def test_a_letter_the_table_refuses_is_stored_reduced_and_the_batch_lands(
+    pg_dsn: str, pg_table: str
+) -> None:
+    """A constraint added by a DBA (ASCII-only reasons here, 23514) refuses one dead letter:
+    it is stored with its text escaped and the refusal in its details, the others whole,
+    and the sink does not stop (it used to raise FatalError for the whole batch)."""
+    settings = pg_settings(pg_dsn)
+    sink = PostgresErrorsSink(settings, ErrorsSinkSettings(table=pg_table))
+    sink.setup()
+    table = sql.Identifier(settings.schema_name, pg_table)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        check = sql.SQL("ALTER TABLE {} ADD CONSTRAINT ascii_reason CHECK (reason ~ '^[ -~]*$')")
+        conn.execute(check.format(table))
+    plain = letter_headers(event_id="ev-plain")
+    accented = [
+        (name, "caf\u00e9 refus\u00e9".encode() if name == "qanat.error.reason" else value)
+        for name, value in letter_headers(event_id="ev-accented")
+    ]
+    try:
+        deliver(sink, (0, b"k0", b"v0", plain), (1, b"k1", b"\xffv1", accented))
+    finally:
+        sink.close()
+    with psycopg.connect(pg_dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
+        query = sql.SQL("SELECT dlq_offset, reason, payload, details FROM {} ORDER BY 1")
+        rows = cur.execute(query.format(table)).fetchall()
+    assert [row["dlq_offset"] for row in rows] == [0, 1]
+    reduced = rows[1]
+    assert reduced["reason"] == "caf\\xe9 refus\\xe9"
+    assert bytes(reduced["payload"]) == b"\xffv1"  # the event's bytes, exact
+    assert "23514" in reduced["details"][0]["message"]
