@@ -281,7 +281,7 @@ class LocalBroker:
     def _wait_until_answering(self, pid: int | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if pid is not None and not _alive(pid):
+            if pid is not None and not process_alive(pid):
                 raise DevBrokerError(
                     f"the broker exited during start-up; last lines of "
                     f"{self.log_file}: {self._log_tail()}"
@@ -318,7 +318,7 @@ class LocalBroker:
             pid = int(self._pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if process_alive(pid) else None
 
     def status(self) -> BrokerStatus:
         pid = self._read_pid()
@@ -328,15 +328,17 @@ class LocalBroker:
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM, wait for a clean shutdown, SIGKILL only past ``timeout``."""
         pid = self._read_pid()
+        if pid is None and self._process is not None and self._process.poll() is None:
+            pid = self._process.pid  # stopped (Ctrl-C) before its pid file was written
         if pid is None:
             self._pid_file.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             self._reap(pid)
             time.sleep(0.1)
-        if _alive(pid):
+        if process_alive(pid):
             logger.warning("broker %s did not stop within %.0fs; killing it", pid, timeout)
             os.kill(pid, signal.SIGKILL)
             self._reap(pid, block=True)
@@ -351,7 +353,8 @@ class LocalBroker:
                 self._process.poll()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from pipelines.config import KafkaSettings
-from pipelines.devbroker import DevBrokerError, LocalBroker, fetch_kafka_libs, free_port
+from pipelines.devbroker import (
+    DevBrokerError,
+    LocalBroker,
+    fetch_kafka_libs,
+    free_port,
+    process_alive,
+)
 from pipelines.topics import TopicNames, ensure_topics
 
 
@@ -19,6 +26,21 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
         with pytest.raises(DevBrokerError, match=f"port {port} on 127.0.0.1 is taken"):
             LocalBroker(tmp_path, port=port).start()
+
+
+def test_a_data_directory_remembers_its_port(tmp_path: Path) -> None:
+    assert LocalBroker(tmp_path).recorded_port() is None
+    port = free_port()
+    LocalBroker(tmp_path, port=port, sasl_port=free_port())._write_config()
+    assert LocalBroker(tmp_path).recorded_port() == port
+
+
+def test_stop_ends_a_broker_interrupted_before_its_pid_file(tmp_path: Path) -> None:
+    """Ctrl-C between starting the JVM and writing broker.pid: stop() still ends it."""
+    broker = LocalBroker(tmp_path, port=free_port())
+    broker._process = subprocess.Popen(["sleep", "60"])  # stands in for the JVM
+    assert broker.stop(timeout=5)
+    assert not process_alive(broker._process.pid)
 
 
 def test_missing_java_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
