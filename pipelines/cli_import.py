@@ -3,16 +3,15 @@
 Shows a rich progress bar (bytes and records) on a terminal, a plain line every few
 seconds otherwise; prints the import's report as one JSON line on stdout. Exit status: 0
 when the file was imported (rejected records are in the report), 130 when interrupted
-(run the same command again to resume), 1 on an error.
+(Ctrl-C or SIGTERM: what was produced is flushed and checkpointed; run the same command
+again to resume), 1 on an error.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -38,6 +37,7 @@ from sources.files import FileImporter, FileImportSettings
 from sources.files import Progress as ImportProgress
 from sources.files_mapping import parse_pairs
 from sources.files_readers import FileFormatError
+from sources.files_stop import stop_on_signals
 
 PLAIN_EVERY_S = 5.0
 MB = 1024 * 1024
@@ -123,13 +123,6 @@ def _mapping_file(path: Path | None) -> dict[str, Any]:
     return {"mapping": loaded}
 
 
-def _interrupt_on_sigterm() -> None:
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 Format = Literal["auto", "csv", "ndjson", "json"]
 ProgressKind = Literal["auto", "rich", "plain", "none"]
 
@@ -170,6 +163,43 @@ def import_file(
     progress: Annotated[ProgressKind, typer.Option(help="Progress display.")] = "auto",
 ) -> None:
     """Publish a CSV, NDJSON or JSON-array file's records to the raw topic (resumable)."""
+    try:
+        with stop_on_signals() as stop:
+            importer = _importer(
+                file,
+                vertical,
+                type_,
+                mapping,
+                map_,
+                cast,
+                format=format_,
+                delimiter=delimiter,
+                encoding=encoding,
+                json_items=json_items,
+                file_id=file_id,
+                checkpoint_every=checkpoint_every,
+            )
+            stop.check()  # interrupted while starting
+            report = importer.run(_progress(progress), restart=restart, stop=stop)
+    except KeyboardInterrupt:  # a stop the import answered, or one before it began
+        typer.echo("qanat import: interrupted; run the same command to resume", err=True)
+        raise typer.Exit(130) from None
+    except (RetriableError, FileFormatError) as exc:
+        typer.echo(f"qanat: error: {exc} (run the same command to resume)", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(orjson.dumps(report.body()).decode())
+
+
+def _importer(
+    file: Path,
+    vertical: str,
+    type_: str,
+    mapping: Path | None,
+    map_: list[str] | None,
+    cast: list[str] | None,
+    **options: Any,
+) -> FileImporter:
+    """The importer of ``file`` as the options say, its topics created."""
     core, kafka = service_settings()
     try:
         check_identifier("vertical", vertical)
@@ -179,33 +209,13 @@ def import_file(
         casts = from_file.get("cast", {}) | parse_pairs(cast or [], "--cast")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    settings = load(
-        FileImportSettings,
-        format=format_,
-        mapping=mapped or None,
-        cast=casts or None,
-        delimiter=delimiter,
-        encoding=encoding,
-        json_items=json_items,
-        file_id=file_id,
-        checkpoint_every=checkpoint_every,
-    )
+    settings = load(FileImportSettings, mapping=mapped or None, cast=casts or None, **options)
     try:
         ensure_topics(kafka.client(), kafka.topics, kafka.partitions, kafka.replication_factor)
     except KafkaException as exc:
         typer.echo(f"qanat: error: Kafka at {kafka.bootstrap_servers}: {exc}", err=True)
         raise typer.Exit(1) from None
     try:
-        importer = FileImporter(kafka, settings, file, vertical, type_, core.data_dir / "imports")
+        return FileImporter(kafka, settings, file, vertical, type_, core.data_dir / "imports")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    _interrupt_on_sigterm()
-    try:
-        report = importer.run(_progress(progress), restart=restart)
-    except KeyboardInterrupt:
-        typer.echo("qanat import: interrupted; run the same command to resume", err=True)
-        raise typer.Exit(130) from None
-    except (RetriableError, FileFormatError) as exc:
-        typer.echo(f"qanat: error: {exc} (run the same command to resume)", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(orjson.dumps(report.body()).decode())

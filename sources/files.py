@@ -16,7 +16,10 @@ An interrupted import run again duplicates nothing:
   ``checkpoint_interval_s``) the position after the last record Kafka acknowledged (with
   every record before it) is written to ``<state dir>/<file id>.json``, without waiting
   for the producer (:mod:`sources.files_delivery`); a re-run resumes there, under the same
-  ingestion id, and the checkpoint is removed when the import completes.
+  ingestion id, and the checkpoint is removed when the import completes. Asked to stop
+  (Ctrl-C or SIGTERM set the :class:`~sources.files_stop.StopFlag`), the loop stops at
+  its next safe point, flushes, and checkpoints the last record produced, so a re-run
+  resends nothing.
 
 A record that cannot be published (a CSV row with the wrong number of cells or that the
 csv module cannot read, a record over ``max_record_bytes``) is reported with its line; a
@@ -55,6 +58,7 @@ from sources.files_readers import (
 )
 from sources.files_run import POLL_EVERY, SOURCE, ImportReport, Progress, Run
 from sources.files_state import Checkpoint, fingerprint
+from sources.files_stop import StopFlag
 
 __all__ = ["SOURCE", "FileImportSettings", "FileImporter", "ImportReport", "Progress"]
 
@@ -154,11 +158,16 @@ class FileImporter:
         relevant |= {"topic": self.kafka.topics.raw}
         return hashlib.sha256(orjson.dumps(relevant, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
-    def run(self, progress: Progress | None = None, restart: bool = False) -> ImportReport:
+    def run(
+        self, progress: Progress | None = None, restart: bool = False, stop: StopFlag | None = None
+    ) -> ImportReport:
         """Import the file (resuming an interrupted import unless ``restart``); raise
         RetriableError if Kafka fails, FileFormatError if the file breaks off, and
-        KeyboardInterrupt when interrupted, each after checkpointing what was acknowledged."""
+        KeyboardInterrupt when interrupted (:class:`~sources.files_stop.Interrupted` once
+        ``stop`` is set, e.g. by :func:`~sources.files_stop.stop_on_signals`), each after
+        checkpointing what was acknowledged (on an interruption: every record produced)."""
         progress = progress or Progress()
+        stop = stop or StopFlag()
         self._file_id = self.settings.file_id or fingerprint(self.path)
         checkpoint = Checkpoint(self.state_dir, self._file_id, self._digest())
         resumed = None if restart else checkpoint.load()
@@ -167,7 +176,7 @@ class FileImporter:
         report.produced = produced
         if resumed:
             logger.info("resuming %s after record %d", self.path, start.number)
-        delivery = Delivery(self.kafka, self.settings.delivery_timeout_s)
+        delivery = Delivery(self.kafka, self.settings.delivery_timeout_s, stop=stop)
         saver = Saver(
             checkpoint,
             ingestion_id,
@@ -177,12 +186,16 @@ class FileImporter:
         began = time.monotonic()
         with self.path.open("rb") as raw:
             reader = open_reader(self.format, raw, self._options(), start)
-            progress.start(self.path.stat().st_size, reader.offset, report.produced)
+            # A CSV or JSON reader skips to its start as it reads: where it resumes is the
+            # checkpoint's offset (an NDJSON reader is there already).
+            offset = max(start.offset, reader.offset)
+            progress.start(self.path.stat().st_size, offset, report.produced)
             run = Run(
                 self.kafka.topics.raw, self.vertical, self.type, report, delivery, saver, progress
             )
             try:
                 self._publish(run, reader)
+                stop.check()  # asked to stop after the last mark: the summary waits
                 summary = ingestion_summary(
                     ingestion_id, self.vertical, self.type, SOURCE, report.produced
                 )
@@ -190,7 +203,7 @@ class FileImporter:
                 delivery.produce(topic, summary.value, summary.key.encode(), [])
                 delivery.flush()
             except (KeyboardInterrupt, FileFormatError):
-                saver.save(delivery, report.produced)
+                saver.save(delivery, report.produced, reader.offset)
                 raise
             finally:
                 delivery.producer.flush(delivery.timeout_s)

@@ -7,8 +7,8 @@ the record object; orjson serializes it; the key is the record's own ``source_id
 has a usable one (the common case, checked inline), else what
 :meth:`sources.files.FileImporter.source_key` gives (as in the general loop). The headers other
 than the event id are shared tuples, and everything else (polling the producer, sealing
-delivery chunks, checkpoints, progress) happens every ``POLL_EVERY`` records in
-:meth:`sources.files_run.Run.mark`.
+delivery chunks, checkpoints, progress, a requested stop) happens every ``POLL_EVERY``
+records in :meth:`sources.files_run.Run.mark`.
 
 It publishes what the general loop of :mod:`sources.files` publishes for the same CSV (the
 same keys and headers, values equal as JSON; ``tests/sources/test_files_csv.py`` checks it,

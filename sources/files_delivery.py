@@ -4,7 +4,7 @@ Records are produced in chunks (a chunk ends every few thousand records); every 
 delivery report counts down its chunk. A checkpoint is the position after the newest chunk
 whose records, and every earlier chunk's, Kafka acknowledged: the import never waits for
 it, so the producer's queue stays full. Only an interruption flushes, to checkpoint the
-very last record.
+very last record (a stop requested while the queue is full is noticed in that wait).
 
 >>> chunk = Chunk()
 >>> chunk.pending = 2
@@ -25,6 +25,7 @@ from pipelines.errors import RetriableError
 from pipelines.topics import Headers
 from sources.files_readers import Position, Row
 from sources.files_state import Checkpoint
+from sources.files_stop import StopFlag
 
 PRODUCER_CONFIG = {
     "enable.idempotence": True,
@@ -63,9 +64,14 @@ class Delivery:
     """An idempotent producer and the chunks of records it has not yet had reported."""
 
     def __init__(
-        self, kafka: KafkaSettings, timeout_s: float, producer: Producer | None = None
+        self,
+        kafka: KafkaSettings,
+        timeout_s: float,
+        producer: Producer | None = None,
+        stop: StopFlag | None = None,
     ) -> None:
         self.timeout_s = timeout_s
+        self.stop = stop or StopFlag()
         if producer is None:
             # The queue limits apply unless the client config sets them.
             limits = {k: v for k, v in QUEUE_LIMITS.items() if k not in kafka.client_config}
@@ -76,13 +82,16 @@ class Delivery:
         self._sealed: deque[Chunk] = deque()
 
     def produce(self, topic: str, value: bytes, key: bytes, headers: Headers) -> None:
-        """Produce one record in the current chunk, waiting while the local queue is full."""
+        """Produce one record in the current chunk, waiting while the local queue is full;
+        :class:`~sources.files_stop.Interrupted` (the record not produced) if a stop is
+        requested meanwhile."""
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=headers, on_delivery=self.chunk)
                 self.chunk.pending += 1
                 return
             except BufferError:  # the local queue is full: serve reports, which drain it
+                self.stop.check()
                 self.producer.poll(0.005)
 
     def seal(self, row: Row, produced: int) -> None:
@@ -119,7 +128,11 @@ class Delivery:
 
 class Saver:
     """Writes the checkpoint: every ``every`` records or ``interval_s`` seconds, the position
-    after the last acknowledged chunk; on :meth:`save`, after a flush, the last record's."""
+    after the last acknowledged chunk; on :meth:`save`, after a flush, the last record's.
+
+    A position's ``offset`` is the record's ``Row.end`` (NDJSON: where a resumed read
+    seeks), else the reader's byte offset when the row was marked or saved (CSV, JSON
+    arrays: what a resumed import shows it starts at)."""
 
     def __init__(
         self, checkpoint: Checkpoint, ingestion_id: str, every: int, interval_s: float
@@ -149,12 +162,14 @@ class Saver:
                 self._write(chunk.row, chunk.produced)
             self._read_at_save, self._at = read, time.monotonic()
 
-    def save(self, delivery: Delivery, produced: int) -> None:
-        """Flush, then checkpoint the last record (an interruption's last act)."""
+    def save(self, delivery: Delivery, produced: int, offset: int) -> None:
+        """Flush, then checkpoint the last record, read up to byte ``offset`` (an
+        interruption's last act)."""
         if self.row is None:
             return
         delivery.flush()
-        self._write(self.row, produced)
+        row = self.row if self.row.end else self.row._replace(end=offset)
+        self._write(row, produced)
 
     def _write(self, row: Row, produced: int) -> None:
         position = Position(row.number, row.line, row.end)

@@ -4,7 +4,8 @@ loops share (the topic, the contract headers, event ids, the producer and checkp
 Two loops publish records: the general one of :mod:`sources.files` (NDJSON, JSON arrays)
 and the CSV fast path of :mod:`sources.files_csv`. Both call :meth:`Run.mark` every
 ``POLL_EVERY`` records: it ends a delivery chunk, checkpoints what Kafka acknowledged when
-due, and updates the progress display.
+due, updates the progress display, and stops the import if Ctrl-C or SIGTERM asked it to
+(:mod:`sources.files_stop`).
 
 >>> report = ImportReport("ing-1", "f1", "csv")
 >>> report.reject(Row(3, 4, None, None), "expected 2 cells (as in the header), got 3")
@@ -122,10 +123,13 @@ class Run:
         return [(H_RECEIVED_AT, now().encode()), (H_CONTENT_TYPE, b"application/json")]
 
     def mark(self, row: Row, offset: int, read: int, produced: int) -> Chunk:
-        """After ``row`` (``read`` records read by this run, ``produced`` in all): end the
-        delivery chunk, checkpoint when due, show the progress; the chunk to produce in."""
+        """After ``row`` (``read`` records read by this run, ``produced`` in all; the
+        reader at byte ``offset``): end the delivery chunk, checkpoint when due, show the
+        progress; the chunk to produce in. :class:`~sources.files_stop.Interrupted` if a
+        stop was requested (the row is the last one handed to the producer)."""
         self.report.read, self.report.produced = read, produced
-        self.saver.row = row
+        self.saver.row = row if row.end else row._replace(end=offset)
         self.saver.mark(self.delivery, read, produced)
         self.progress.update(offset, produced)
+        self.delivery.stop.check()
         return self.delivery.chunk
