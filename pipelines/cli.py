@@ -110,14 +110,30 @@ def broker_fetch() -> None:
 @app.command("up")
 @fatal_errors
 def up(
-    broker_port: PortOption = 9092,
-    http_port: Annotated[int, typer.Option(envvar="QANAT_HTTP_PORT")] = 8080,
+    broker_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Broker port on 127.0.0.1 (default: the data directory's last one, else "
+            "9092, else a free one; one asked for must be free).",
+            envvar="QANAT_DEV_BROKER_PORT",
+            show_default=False,
+        ),
+    ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port of the HTTP source (default: 8080, else a free one).",
+            envvar="QANAT_HTTP_PORT",
+            show_default=False,
+        ),
+    ] = None,
     http_host: Annotated[str, typer.Option(envvar="QANAT_HTTP_HOST")] = "127.0.0.1",
     schema_dir: Annotated[Path, typer.Option(envvar="QANAT_TRANSFORM_SCHEMA_DIR")] = Path(
         "schemas"
     ),
 ) -> None:
-    """Start the local pipeline: broker, HTTP source, transform, SQLite and errors sinks."""
+    """Start the local pipeline: broker, HTTP source, transform, SQLite and errors sinks
+    (and Mosquitto and the MQTT source when Mosquitto is installed); prints every port."""
     from pipelines.up import run_local_pipeline
     from sinks.sqlite import SQLiteSinkSettings
 
