@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipelines.config import KafkaSettings
@@ -118,6 +125,39 @@ class PurgeRule:
 _EXISTING: set[tuple[str, str]] = set()
 """State topics this process saw: asked about once."""
 
+_NOT_YET = frozenset(
+    {
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+    }
+)
+"""What asking for the offsets of a topic just created can answer until its partition is
+in the client's metadata with a leader (seen on a fresh broker: ``_UNKNOWN_PARTITION``)."""
+WAIT_FOR_PARTITION_EVERY_S = 0.1
+
+
+def _watermarks(consumer: Consumer, topic: str, deadline: float) -> tuple[int, int]:
+    """(low, high) of the state topic's partition, waiting until ``deadline`` while the
+    topic is too new to have it in the metadata; then the last error, raised again."""
+    while True:
+        try:
+            timeout = max(deadline - time.monotonic(), WAIT_FOR_PARTITION_EVERY_S)
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, 0), timeout, cached=False
+            )
+            return low, high
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not isinstance(error, KafkaError) or error.code() not in _NOT_YET:
+                raise
+            if time.monotonic() + WAIT_FOR_PARTITION_EVERY_S > deadline:
+                raise
+            logger.debug("%s has no partition metadata yet: %s", topic, error.str())
+            time.sleep(WAIT_FOR_PARTITION_EVERY_S)
+
 
 def ensure_state_topic(kafka: KafkaSettings, timeout: float = 15.0) -> str:
     """Create ``<prefix>.dlq-state`` (compacted, one partition) if it is missing."""
@@ -159,7 +199,8 @@ class DlqState:
 
     @classmethod
     def load(cls, kafka: KafkaSettings, timeout: float = 15.0) -> DlqState:
-        """Read the whole state topic (read_committed), creating it if missing."""
+        """Read the whole state topic (read_committed), creating it if missing (waiting,
+        within ``timeout``, for a topic just created to have its partition)."""
         topic = ensure_state_topic(kafka, timeout)
         state = cls()
         consumer = Consumer(
@@ -174,9 +215,7 @@ class DlqState:
             )
         )
         try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, 0), timeout, cached=False
-            )
+            low, high = _watermarks(consumer, topic, time.monotonic() + timeout)
             if low >= high:
                 return state
             consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
