@@ -3,7 +3,8 @@
 Starts the project's local Apache Kafka broker (``pipelines.devbroker.LocalBroker``) in a
 temporary directory, unless ``QANAT_BENCH_KAFKA_BOOTSTRAP`` names a broker to use; runs
 the selected benchmarks (default: all); writes ``benchmarks/results/<name>.json`` for each,
-regenerates ``benchmarks/RESULTS.md`` from every result file, and prints the table.
+regenerates ``benchmarks/RESULTS.md`` from every result file, and prints the table. With
+``--results-dir DIR`` both go inside ``DIR`` (``DIR/<name>.json``, ``DIR/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--results-dir",
         type=Path,
         default=RESULTS_DIR,
-        help="where <name>.json go; RESULTS.md is written beside it",
+        help="where <name>.json and their RESULTS.md go (default: benchmarks/results, "
+        "its RESULTS.md in benchmarks/)",
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks import common, transform_throughput
+from benchmarks import common, run, transform_throughput
 from benchmarks.run import BENCHMARKS, parse_args
 from pipelines.records import RawMeta
 from pipelines.schemas import SchemaStore
@@ -71,6 +71,26 @@ def test_results_md_has_one_row_per_result_file(tmp_path: Path) -> None:
     assert "base \\| line" in table[1]
     assert "python -m benchmarks.run" in markdown
     assert "a_bench" in common.render_table(common.load_results(results))
+
+
+def test_results_md_is_written_inside_a_results_dir_of_ones_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--results-dir DIR`` gets DIR/RESULTS.md (it was written beside DIR); the
+    repository's own results keep benchmarks/RESULTS.md."""
+
+    def stub(_ctx: common.BenchContext) -> common.BenchResult:
+        return common.make_result("stub", "records/s", 60.0, "base", 100.0, "ratio >= 0.5")
+
+    monkeypatch.setitem(BENCHMARKS, "stub", common.Benchmark("stub", "a stub", stub))
+    monkeypatch.setenv(common.BOOTSTRAP_ENV, "127.0.0.1:9")  # "external": no broker started
+    results = tmp_path / "out"
+    assert run.main(["stub", "--results-dir", str(results)]) == 0
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*"))
+    assert written == ["out", "out/RESULTS.md", "out/stub.json"]
+    markdown = (results / "RESULTS.md").read_text()
+    assert "| stub |" in markdown and "the `*.json` files beside it" in markdown
+    assert common.markdown_path(common.RESULTS_DIR) == common.BENCH_DIR / "RESULTS.md"
 
 
 def test_generated_events_follow_the_contract_and_the_mix() -> None:
