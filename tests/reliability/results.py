@@ -63,6 +63,8 @@ class ScenarioResult:
     outage_s: float = 0.0
     component: str = ""
     acked_in_outage: int = 0
+    #: Events the pipeline kept as dead letters (the hostile-event run; 0 elsewhere).
+    dead_lettered: int = 0
     unexpected: list[str] = field(default_factory=list)
     #: Services that exited by themselves (not killed) and were restarted by the harness.
     crashes: list[str] = field(default_factory=list)
@@ -109,6 +111,7 @@ COLUMNS = (
     ("records sent", "sent"),
     ("accepted", "accepted"),
     ("stored", "stored"),
+    ("dead-lettered", "dead_lettered"),
     ("lost", "lost"),
     ("duplicated", "duplicated"),
     ("5xx", "server_errors"),
@@ -153,6 +156,7 @@ def render(runs: list[dict[str, Any]]) -> str:
         "rows the store holds at the end (one per id: the latest acknowledged version); "
         "*accepted* the records acknowledged to their sender (an HTTP 202, an MQTT PUBACK, "
         "Kafka's acknowledgement); "
+        "*dead-lettered* the events kept in the DLQ with their reason; "
         "*lost* counts ids whose latest acknowledged version is not in the store, "
         "*duplicated* rows beyond one per id; *5xx* the answers a client retried; "
         "*crashes* the times a service exited by itself "
