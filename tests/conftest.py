@@ -157,6 +157,8 @@ def services(tmp_path: Path) -> Iterator[Services]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QANAT_")}
     env["QANAT_DATA_DIR"] = str(tmp_path / "data")
     env["PYTHONUNBUFFERED"] = "1"
+    # no service binds its default ops port (9101...): a test that reads one sets a free one
+    env["QANAT_OPS_PORT"] = "0"
     logs = tmp_path / "logs"
     logs.mkdir()
     running = Services(env, logs)
