@@ -70,6 +70,7 @@ from sources.http_docs import (
 from sources.http_edge import install_edge
 from sources.http_errors import ApiError, install_error_handlers
 from sources.http_events import SOURCE_NAME, publish_records
+from sources.http_json import prepare_split
 from sources.http_server import EdgeSettings
 from sources.http_stream import StreamTarget, ingest_ndjson
 from sources.http_webhooks import (
@@ -223,6 +224,7 @@ def create_app(
         raise ConfigError("QANAT_HTTP_AUTH=keys needs a key store (or set it to none)")
     authenticator = Authenticator(keys if settings.auth == "keys" else None)
     limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    prepare_split(settings.max_records)
 
     write_auth = Depends(authenticator.require("write"))
 

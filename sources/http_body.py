@@ -1,9 +1,11 @@
 """Reading and checking an HTTP ingest request: its path identifiers, body size, content
 type and JSON shape; every problem is an :class:`ApiError` saying what and where.
 
-A batch (or an array) is split into the exact bytes of each record without building
-Python objects for them (msgspec's ``Raw``): each record is published as the client sent
-it, and only its ``source_id`` and ``idempotency_key`` (its key) are decoded.
+A batch (or an array) is split into the exact bytes of each record, counted before any
+is decoded (msgspec's ``Raw``): each record is published as the client sent it. Then the
+body is checked for what its decoders would let through (:mod:`sources.http_json`: too
+deep, a key twice), which decodes it once, and yields each record's ``source_id`` and
+``idempotency_key`` (its key).
 
 >>> values, keys = parse_batch(b'{"records": [{"source_id": "p1", "n": [1]}, 7]}', 10)
 >>> values, keys
@@ -12,19 +14,31 @@ it, and only its ``source_id`` and ``idempotency_key`` (its key) are decoded.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 import msgspec
 import orjson
 from fastapi import Request
 
-from pipelines.records import check_identifier
+from pipelines.records import MAX_NESTING_DEPTH, check_identifier
 from sources.http_errors import ApiError
+from sources.http_json import (
+    Shape,
+    check_depth,
+    check_unique,
+    decode_unique,
+    split_array,
+    too_deep_error,
+    too_deep_path,
+)
 from sources.http_stream import NDJSON_TYPES
 from sources.http_values import check_values, diagnose
 
 JSON_TYPES = ("application/json", "text/json")
 BATCH_KEYS = ("records", "items")
+BATCH_LEVELS = 2
+"""How deep a batch's records are in its body (``{"records": [here]}``)."""
 
 
 def identifier(kind: str, value: str) -> str:
@@ -74,13 +88,17 @@ def check_stream_content_type(request: Request) -> None:
 
 
 def parse_json(body: bytes) -> Any:
-    """The body's value; 400 ``invalid_json``, or ``invalid_utf8`` / ``number_out_of_range``
-    (:mod:`sources.http_values`) naming the field."""
+    """The body's value (a record: nested at most MAX_NESTING_DEPTH deep, each key once
+    in an object: :mod:`sources.http_json`); 400 ``invalid_json``, or ``invalid_utf8`` /
+    ``number_out_of_range`` (:mod:`sources.http_values`) naming the field."""
+    check_depth(body, "body")
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         problem = diagnose(body)
         raise invalid_json(exc) if problem is None else problem.error("body") from None
+    check_unique(body, "body", parsed)
+    return parsed
 
 
 class _Keys(msgspec.Struct):
@@ -91,7 +109,6 @@ class _Keys(msgspec.Struct):
 
 
 _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
 _KEYS = msgspec.json.Decoder(_Keys)
 Keys = dict[str, Any] | None
 """A record's key fields (None: the record is not an object)."""
@@ -105,42 +122,53 @@ def record_keys(raw: msgspec.Raw | bytes) -> Keys:
     return {"source_id": keys.source_id, "idempotency_key": keys.idempotency_key}
 
 
+def keys_of(record: Any) -> Keys:
+    """:func:`record_keys` of a record already decoded."""
+    if not isinstance(record, dict):
+        return None
+    return {"source_id": record.get("source_id"), "idempotency_key": record.get("idempotency_key")}
+
+
 def invalid_json(exc: Exception) -> ApiError:
     return ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body")
 
 
-def split_records(array: msgspec.Raw | bytes, max_records: int, location: str) -> list[bytes]:
-    """The exact bytes of each element of a JSON array (already known to be valid JSON);
-    422 if it is not an array, 413 beyond ``max_records``."""
-    try:
-        elements = _ELEMENTS.decode(array)
-    except msgspec.ValidationError as exc:
-        field = location.rpartition(".")[2]
-        code = f"invalid_{field}" if field != "body" else "invalid_body"
-        raise ApiError(422, code, f"{field} must be a list: {exc}", location) from None
-    if len(elements) > max_records:
-        raise ApiError(
-            413,
-            "too_many_records",
-            f"{len(elements)} records, at most {max_records} per request",
-            location,
-        )
-    return [bytes(element) for element in elements]
-
-
 def checked_records(
-    body: bytes, values: list[bytes], location: str
+    body: bytes, values: list[bytes], location: str, levels_above: int, field: str | None
 ) -> tuple[list[bytes], list[Keys]]:
-    """``values`` (the elements of the array at ``location``, split from ``body``) and
-    their key fields, once :func:`~sources.http_values.check_values` found every value
-    decodable (400 otherwise)."""
-    check_values(body, values, location)
-    return values, [record_keys(value) for value in values]
+    """``values`` (the elements of the array at ``location``, ``levels_above`` levels
+    deep in ``body``, in its ``field``, if not at its top) and their key fields, once
+    they are found no deeper than the limit, with each key once per object and every
+    value decodable (400 otherwise)."""
+    shape = Shape(body)
+    check_depth(body, "body", levels_above, shape)
+    try:
+        decoded = decode_unique(body, "body", shape)
+    except orjson.JSONDecodeError as exc:
+        check_values(body, values, location)  # say which value, and where
+        raise invalid_json(exc) from None
+    if decoded is None:  # too many values to hold at once: checked record by record
+        check_values(body, values, location)
+        return values, [record_keys(value) for value in values]
+    records = decoded if field is None else decoded[field]
+    return values, [
+        {"source_id": record.get("source_id"), "idempotency_key": record.get("idempotency_key")}
+        if record.__class__ is dict
+        else None
+        for record in records
+    ]
+
+
+def too_deep_to_decode(body: bytes, levels_above: int) -> ApiError:
+    """The 400 for a body the decoder recursed too deep into (it names the place when
+    the scan finds it)."""
+    path = too_deep_path(body, MAX_NESTING_DEPTH + levels_above)
+    return too_deep_error(".".join(["body", *(path or [])]))
 
 
 def parse_batch(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]:
     """The records of ``{"records": [...]}`` or ``{"items": [...]}``: their exact bytes
-    and key fields."""
+    and key fields; counted (413) before any of them is decoded."""
     expected = 'expected an object {"records": [...]} or {"items": [...]}'
     try:
         fields = _FIELDS.decode(body)
@@ -151,13 +179,19 @@ def parse_batch(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]
         # UnicodeDecodeError; either way the 400 names the field when the body has one.
         check_values(body)
         raise invalid_json(exc) from None
+    except RecursionError:
+        raise too_deep_to_decode(body, BATCH_LEVELS) from None
     present = [key for key in BATCH_KEYS if key in fields]
     if not present:
         raise ApiError(422, "invalid_body", f"{expected}: neither field is there", "body")
-    if len(present) > 1:
+    if len(present) > 1:  # a key twice says more (and would be the next refusal)
+        check_depth(body, "body", BATCH_LEVELS)
+        with suppress(orjson.JSONDecodeError):
+            decode_unique(body, "body")
         raise ApiError(422, "invalid_body", f"{expected}: not both", "body")
     location = f"body.{present[0]}"
-    return checked_records(body, split_records(fields[present[0]], max_records, location), location)
+    values = split_array(fields[present[0]], max_records, location)
+    return checked_records(body, values, location, BATCH_LEVELS, present[0])
 
 
 def parse_object(body: bytes) -> dict[str, Any]:

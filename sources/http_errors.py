@@ -123,8 +123,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RecursionError)
     async def too_deep(_request: Request, _exc: RecursionError) -> Response:
-        # the JSON decoders recurse once per level of nesting
-        error = ApiError(400, "too_deeply_nested", "the body is nested too deeply", "body")
+        # The JSON decoders recurse once per level of nesting; the routes scan for depth
+        # before they decode (sources.http_json), so this is a safety net.
+        error = ApiError(400, "too_deep", "the body is nested too deeply", "body")
         return error.response()
 
     @app.exception_handler(Exception)

@@ -1,7 +1,11 @@
 """NDJSON streaming ingest: read the body incrementally, produce each line as it comes.
 
 Only the current partial line is held (at most ``max_line_bytes``); while the producer's
-local queue is full the body is not read, so the client is slowed down through TCP.
+local queue is full the body is not read, so the client is slowed down through TCP. A
+line that is not a JSON object, or that nests deeper than
+:data:`~pipelines.records.MAX_NESTING_DEPTH` (``too_deep``) or has a key twice in an object
+(``duplicate_key``, :mod:`sources.http_json`), is rejected with its number and the JSON
+path (``$.a.0``), and the stream goes on.
 
 >>> splitter = LineSplitter(max_line_bytes=8)
 >>> list(splitter.feed(b'{"a":1}\\n{"b"')) + list(splitter.feed(b':2}\\n')) + list(splitter.end())
@@ -21,9 +25,10 @@ import orjson
 from starlette.requests import ClientDisconnect
 
 from pipelines.errors import RetriableError
-from pipelines.records import RawMeta, new_id, now, raw_event
+from pipelines.records import MAX_NESTING_DEPTH, RawMeta, new_id, now, raw_event
 from sources.base import ingestion_summary
 from sources.http_errors import ApiError, kafka_unavailable
+from sources.http_json import duplicate_key_path, json_path, too_deep_path
 from sources.http_values import diagnose
 from sources.publisher import Acks, KafkaPublisher
 
@@ -190,6 +195,13 @@ async def _line(
     line = line.strip()
     if not line:
         return
+    deep = too_deep_path(line, MAX_NESTING_DEPTH)
+    if deep is not None:
+        where = json_path(deep)
+        report.reject(
+            number, "too_deep", f"{where} is nested deeper than {MAX_NESTING_DEPTH} levels"
+        )
+        return
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -202,6 +214,11 @@ async def _line(
         return
     if not isinstance(obj, dict):
         report.reject(number, "not_an_object", f"expected an object, got {type(obj).__name__}")
+        return
+    twice = duplicate_key_path(line, obj)
+    if twice is not None:
+        where = json_path(twice)
+        report.reject(number, "duplicate_key", f"the key {twice[-1]!r} appears twice, at {where}")
         return
     meta = RawMeta(
         target.vertical, target.type, target.source, report.ingestion_id, new_id(), received_at

@@ -35,9 +35,16 @@ from dataclasses import dataclass
 
 import msgspec
 
-from sources.http_body import Keys, checked_records, invalid_json, record_keys, split_records
+from sources.http_body import (
+    Keys,
+    checked_records,
+    invalid_json,
+    keys_of,
+    parse_json,
+    too_deep_to_decode,
+)
 from sources.http_errors import ApiError
-from sources.http_values import check_values
+from sources.http_json import split_array
 
 _ANY = msgspec.json.Decoder(msgspec.Raw)
 
@@ -158,18 +165,21 @@ def no_secret_error() -> ApiError:
 def parse_webhook_body(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]:
     """The records of a webhook body (an object, or an array of objects): the exact bytes
     and the key fields of each; 400/413/422 :class:`ApiError` otherwise (400 too for a
-    record no consumer could decode: :mod:`sources.http_values`)."""
+    record no consumer could decode, :mod:`sources.http_values`, nested too deep or with
+    a key twice, :mod:`sources.http_json`)."""
+    start = body.lstrip()[:1]
     try:
         _ANY.decode(body)  # valid JSON?
     except msgspec.DecodeError as exc:
         raise invalid_json(exc) from None
-    start = body.lstrip()[:1]
+    except RecursionError:
+        raise too_deep_to_decode(body, 1 if start == b"[" else 0) from None
     if start == b"{":
-        check_values(body)
-        return [body.strip()], [record_keys(body)]
+        return [body.strip()], [keys_of(parse_json(body))]
     if start != b"[":
         raise ApiError(422, "invalid_body", "expected an object or an array of objects", "body")
-    values, keys = checked_records(body, split_records(body, max_records, "body"), "body")
+    values = split_array(body.strip(), max_records, "body")
+    values, keys = checked_records(body, values, "body", 1, None)
     for index, record_key in enumerate(keys):
         if record_key is None:
             raise ApiError(422, "invalid_record", "expected an object", f"body.{index}")

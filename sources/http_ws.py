@@ -26,8 +26,9 @@ Messages are read and produced ahead of their acks, up to ``ws_max_in_flight`` p
 socket; at that bound the service stops reading the socket (TCP backpressure: a fast
 sender's sends block) until Kafka's acks catch up, so the socket is never dropped and
 its keepalive pings are read in time. A message nested deeper than
-:data:`pipelines.records.MAX_NESTING_DEPTH` is refused with ``too_deep`` (found by a scan
-of its bytes, before any parser recurses), the socket kept.
+:data:`pipelines.records.MAX_NESTING_DEPTH` is refused with ``too_deep``, one with a key
+twice in an object with ``duplicate_key`` (:mod:`sources.http_json`: found by a scan of
+its bytes, before any parser recurses), the socket kept.
 
 Each message counts against the key's rate limit (:mod:`sources.ratelimit`). A message
 over ``max_body_bytes`` is refused with ``message_too_large``; one over the server's
@@ -41,9 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from contextlib import suppress
-from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -52,12 +51,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
 from pipelines.errors import RetriableError
-from pipelines.records import MAX_NESTING_DEPTH
 from pipelines.topics import TopicNames
 from sources.auth import SUBPROTOCOL, ApiKey, Authenticator
 from sources.http_body import identifier
 from sources.http_errors import ApiError, kafka_unavailable
 from sources.http_events import publish_records
+from sources.http_json import too_deep_error
 from sources.http_webhooks import parse_webhook_body
 from sources.ratelimit import RateLimiter, client_identity
 
@@ -120,15 +119,14 @@ def ws_ingest_router(
         async def one(data: bytes, seq: int) -> dict[str, Any]:
             try:
                 limiter.check(client)
-                _check_depth(data)
                 result = await publish(socket, vertical, type, data)
             except ApiError as exc:
                 result = error_message(exc, seq)
             except RetriableError as exc:
                 logger.warning("WebSocket ingest: %s", exc)
                 result = error_message(kafka_unavailable(exc), seq)
-            except RecursionError:
-                result = error_message(_too_deep_error(), seq)
+            except RecursionError:  # found by the scan first: kept as a safety net
+                result = error_message(too_deep_error("body"), seq)
             result["seq"] = seq
             return result
 
@@ -182,29 +180,6 @@ async def _send_answers(socket: WebSocket, pending: asyncio.Queue[Answer | None]
             await socket.send_text(orjson.dumps(answer).decode())
         except (WebSocketDisconnect, OSError, RuntimeError):  # gone (or closed: revoked)
             gone = True
-
-
-def _too_deep_error() -> ApiError:
-    message = f"the message is nested deeper than {MAX_NESTING_DEPTH} levels"
-    return ApiError(400, "too_deep", message, "body")
-
-
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-
-def _check_depth(data: bytes) -> None:
-    """A 400 ``too_deep`` when ``data`` nests arrays and objects deeper than the limit;
-    a scan of the bytes (strings removed first), as parsing 100k levels recurses.
-
-    >>> _check_depth(b'{"a": "[[[[", "b": [1]}')
-    """
-    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
-    if len(brackets) <= 2 * MAX_NESTING_DEPTH:
-        return
-    depth = accumulate(1 if b in b"[{" else -1 for b in brackets)
-    if max(depth, default=0) > MAX_NESTING_DEPTH:
-        raise _too_deep_error()
 
 
 async def _accept(

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer
 
 from pipelines.config import KafkaSettings
 from pipelines.devbroker import free_port
+from pipelines.records import MAX_NESTING_DEPTH
 from pipelines.topics import decode_headers
 from tests.reliability.results import ScenarioResult, record_result
 from tests.services import Services
@@ -77,7 +78,7 @@ def generated_cases() -> list[Case]:
     sql_vertical = "a%22%3B%20drop%20table%20x%3B%20--"
     item = {"name": "x", "entity": 'a"; drop table x; --', "type": "t"}
     return [
-        Case("nesting 200 levels", _nested(200), "stored"),
+        Case("nesting 200 levels", _nested(200), 400, "too_deep"),
         Case("name of 100,000 characters", _record("n" * 100_000), "dlq"),
         Case("body of 100 MB, streamed", _hundred_megabytes(), 413, "body_too_large"),
         Case(
@@ -331,14 +332,26 @@ def test_every_bad_input_is_a_clear_4xx_or_a_dead_letter_and_services_stay_up(
 
 
 def nesting_and_size_cases() -> list[Case]:
+    deepest = f"body.records.0.d{'.0' * (MAX_NESTING_DEPTH - 1)}"
     return [
-        Case("nesting 10,000 levels", _nested(10_000), 400, "invalid_json"),
-        Case("nesting 1,000 levels", _nested(1_000), 400, "too_deeply_nested"),
-        Case("nesting 500 levels", _nested(500), 202),
+        Case("nesting 100,000 levels", _nested(100_000), 400, "too_deep", location=deepest),
+        Case("nesting 10,000 levels", _nested(10_000), 400, "too_deep", location=deepest),
+        Case("nesting 1,000 levels", _nested(1_000), 400, "too_deep", location=deepest),
+        Case("nesting 500 levels", _nested(500), 400, "too_deep", location=deepest),
+        Case("nesting one level too deep", _nested(MAX_NESTING_DEPTH), 400, "too_deep"),
+        Case("nesting at the limit", _nested(MAX_NESTING_DEPTH - 1), 202),
         Case(
             "string of 5 MB in vertical_data (over Kafka's message.max.bytes)",
             orjson.dumps({"records": [{"name": "big", "source_id": "b", "blob": "y" * (5 * MB)}]}),
             413,
+            "record_too_large",
+        ),
+        Case(
+            "9 MB of tiny records",
+            b'{"records": [' + b"{}," * (9 * MB // 3) + b"{}]}",
+            413,
+            "too_many_records",
+            location="body.records",
         ),
     ]
 
@@ -349,12 +362,16 @@ def test_deep_nesting_and_a_record_too_large_for_kafka_get_a_4xx(kafka: KafkaSet
     from sources.http import HttpSourceSettings, create_app
 
     app = create_app(kafka, HttpSourceSettings(auth="none", read_store="none"))
-    answers = []
+    answers, expected = [], []
     with TestClient(app, raise_server_exceptions=False) as client:
         for case in nesting_and_size_cases():
             assert isinstance(case.body, bytes)
             response = client.post(
                 BATCH, content=case.body, headers={"content-type": "application/json"}
             )
-            answers.append((case.name, response.status_code))
-    assert answers == [(case.name, case.expect) for case in nesting_and_size_cases()]
+            error = response.json().get("error", {})
+            answers.append((case.name, response.status_code, error.get("code")))
+            expected.append((case.name, case.expect, case.code))
+            if case.location:
+                assert error["location"] == case.location, case.name
+    assert answers == expected
