@@ -13,6 +13,7 @@ replace their rows, the other rows are kept.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -226,8 +227,11 @@ def write_report(path: Path | None = None, scenarios: set[str] | None = None) ->
     runs = load_runs()
     if scenarios is not None:
         runs = [run for run in runs if run["scenario"] in scenarios]
-    base = path if path.exists() else REPORT
-    existing = base.read_text() if base.exists() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(merge(render(runs), existing))
+    # Test processes run side by side (pytest-xdist) merge one at a time: none loses a row.
+    with (path.parent / ".report.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        base = path if path.exists() else REPORT
+        existing = base.read_text() if base.exists() else ""
+        path.write_text(merge(render(runs), existing))
     return path
