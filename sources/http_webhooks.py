@@ -8,10 +8,14 @@ vertical (``webhook_schemes``):
 - ``sha256`` (default): ``X-Webhook-Signature: sha256=<hex HMAC-SHA256>``;
 - ``segment``: Segment-style ``X-Signature: <hex HMAC-SHA1>``.
 
-With an ``X-Webhook-Timestamp`` header (unix seconds; required when
-``webhook_require_timestamp``), the signed bytes are ``b"<timestamp>." + body`` and the
-timestamp must be within ``webhook_tolerance_s`` of now, so a captured request cannot be
-replayed later. Signatures are compared in constant time. Every refusal is a 401 saying why.
+A signature covers ``b"<timestamp>." + body``, the timestamp (unix seconds) sent in
+``X-Webhook-Timestamp``, which must be within ``webhook_tolerance_s`` of now, so a captured
+request cannot be replayed later. Without the header the signature would cover the body
+alone and could be replayed for ever: it is refused (401 ``missing_timestamp``) unless
+``webhook_require_timestamp`` is false (``QANAT_HTTP_WEBHOOK_REQUIRE_TIMESTAMP=false``,
+for senders such as Segment that cannot sign a timestamp). Signatures are compared in
+constant time. Every refusal is a 401 saying why. The vertical is checked first (exactly
+an identifier: ``shop%0A`` is a 400, never verified with the global secret).
 
 Webhook routes do not take API keys: the signature is their authentication (a webhook
 sender such as Segment or GitHub can sign but cannot send a bearer token). Unsigned
@@ -20,7 +24,7 @@ webhooks are accepted only for a vertical without a secret, and only when
 
 >>> body, secret = b'{"name": "a"}', "s3cret"
 >>> header = "sha256=" + hmac.new(secret.encode(), body, "sha256").hexdigest()
->>> check_signature(WebhookPolicy(secret, "sha256"), {"x-webhook-signature": header}, body, 0)
+>>> check_signature(WebhookPolicy(secret, "sha256", False), {"x-webhook-signature": header}, body)
 >>> parse_webhook_body(b'[{"a": "],["}, {"b": [1, 2]} ]', 10)[0]
 [b'{"a": "],["}', b'{"b": [1, 2]}']
 """
@@ -32,9 +36,12 @@ import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import msgspec
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
+from pipelines.records import check_identifier
 from sources.http_body import (
     Keys,
     checked_records,
@@ -53,13 +60,71 @@ SIGNATURE_HEADERS = {"sha256": "x-webhook-signature", "segment": "x-signature"}
 TIMESTAMP_HEADER = "x-webhook-timestamp"
 
 
+class WebhookSettings(BaseModel):
+    """How the webhook route verifies its senders: a part of
+    :class:`sources.http.HttpSourceSettings` (QANAT_HTTP_WEBHOOK_...)."""
+
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC secret of webhooks of every vertical without its own secret."
+    )
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="HMAC secret of webhooks per vertical (JSON object in the environment).",
+        examples=[{"shop": "s3cret"}],
+    )
+    webhook_schemes: dict[str, Literal["sha256", "segment"]] = Field(
+        default_factory=dict,
+        description="Signature scheme per vertical, default sha256 (X-Webhook-Signature: "
+        "sha256=<hex HMAC-SHA256>); segment: X-Signature: <hex HMAC-SHA1>.",
+        examples=[{"analytics": "segment"}],
+    )
+    webhook_require_timestamp: bool = Field(
+        True,
+        description="Refuse a signed webhook without X-Webhook-Timestamp (401 "
+        "missing_timestamp): the timestamp is signed with the body and checked against "
+        "webhook_tolerance_s, so a captured request cannot be replayed later. false: also "
+        "take a signature of the body alone, which can be replayed for ever (senders that "
+        "cannot sign a timestamp, such as Segment).",
+    )
+    webhook_tolerance_s: float = Field(
+        300.0, gt=0, description="Largest accepted age (or skew) of a webhook's timestamp."
+    )
+    webhook_allow_unsigned: bool = Field(
+        False,
+        description="Accept unsigned webhooks for verticals without a secret (development); "
+        "else they are refused with a 401.",
+    )
+
+    @field_validator("webhook_secrets", "webhook_schemes")
+    @classmethod
+    def _verticals(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for vertical in value:
+            check_identifier("vertical", vertical)  # "shop\n" would match no request
+        return value
+
+    def webhook_policy(self, vertical: str) -> WebhookPolicy | None:
+        """How ``vertical``'s webhooks are verified; None: they are all refused.
+        ValueError for a name that is no vertical (it gets no secret, not even the
+        global one)."""
+        check_identifier("vertical", vertical)
+        secret = self.webhook_secrets.get(vertical) or self.webhook_secret
+        if secret is None:
+            return WebhookPolicy(None, "sha256") if self.webhook_allow_unsigned else None
+        return WebhookPolicy(
+            secret.get_secret_value(),
+            self.webhook_schemes.get(vertical, "sha256"),
+            self.webhook_require_timestamp,
+            self.webhook_tolerance_s,
+        )
+
+
 @dataclass(frozen=True)
 class WebhookPolicy:
     """How one vertical's webhooks are verified. ``secret`` None: unsigned are allowed."""
 
     secret: str | None
     scheme: str
-    require_timestamp: bool = False
+    require_timestamp: bool = True
     tolerance_s: float = 300.0
 
 
@@ -73,7 +138,12 @@ def _timestamp(headers: Mapping[str, str], policy: WebhookPolicy, now: float) ->
     value = headers.get(TIMESTAMP_HEADER)
     if value is None:
         if policy.require_timestamp:
-            raise _refuse("missing_timestamp", f"missing {TIMESTAMP_HEADER} header", location)
+            raise _refuse(
+                "missing_timestamp",
+                f"missing {TIMESTAMP_HEADER} header: a signature without a timestamp could be "
+                'replayed; sign "<unix seconds>." + body and send the seconds in it',
+                location,
+            )
         return None
     value = value.strip()
     try:

@@ -22,6 +22,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,8 @@ def test_hmac_and_key_comparisons_are_constant_time(real_app: FastAPI, tmp_path:
         return real(a, b)
 
     body = b'{"name": "signed", "source_id": "h1"}'
-    signature = hmac.new(WEBHOOK_SECRET.encode(), body, "sha256").hexdigest()
+    stamp = str(int(time.time()))
+    signature = hmac.new(WEBHOOK_SECRET.encode(), f"{stamp}.".encode() + body, "sha256").hexdigest()
     with mock.patch.object(hmac, "compare_digest", spy), TestClient(real_app) as client:
         for sig in (signature, "0" * 64):
             client.post(
@@ -128,6 +130,7 @@ def test_hmac_and_key_comparisons_are_constant_time(real_app: FastAPI, tmp_path:
                 headers={
                     "content-type": "application/json",
                     "x-webhook-signature": f"sha256={sig}",
+                    "x-webhook-timestamp": stamp,
                 },
             )
         client.post(

@@ -101,7 +101,8 @@ def test_a_client_hanging_up_mid_body_is_counted_not_logged(
 ) -> None:
     before = REGISTRY.get_sample_value("qanat_http_client_disconnects_total") or 0.0
     head = b"POST /api/v1/webhooks/ingest/shop/product HTTP/1.1\r\nHost: x\r\n"
-    head += b"X-Webhook-Signature: sha256=00\r\nContent-Type: application/json\r\n"
+    head += b"X-Webhook-Signature: sha256=00\r\nX-Webhook-Timestamp: %d\r\n" % time.time()
+    head += b"Content-Type: application/json\r\n"
     head += b"Content-Length: 1000\r\n\r\n[{"
     caplog.set_level(logging.INFO)
     with socket.create_connection(edge) as conn:

@@ -16,8 +16,9 @@ import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
-from pipelines.config import KafkaSettings
+from pipelines.config import KafkaSettings, load
 from sources.auth import SQLiteKeyStore
 from sources.http import HttpSourceSettings, create_app
 from tests.kafka_helpers import consume
@@ -31,17 +32,35 @@ def url(vertical: str = "shop", type_: str = "product") -> str:
     return f"/api/v1/webhooks/ingest/{vertical}/{type_}"
 
 
-def sha256_header(secret: str, body: bytes, timestamp: str | None = None) -> dict[str, str]:
-    signed = body if timestamp is None else f"{timestamp}.".encode() + body
-    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+NOW = "now"  # sign with the current time
+
+
+def stamp_of(timestamp: str | None) -> str | None:
+    return str(int(time.time())) if timestamp == NOW else timestamp
+
+
+def signed(body: bytes, timestamp: str | None) -> bytes:
+    return body if timestamp is None else f"{timestamp}.".encode() + body
+
+
+def sha256_header(secret: str, body: bytes, timestamp: str | None = NOW) -> dict[str, str]:
+    """The headers of ``body`` signed with ``secret`` (and ``timestamp``, None: the old
+    style, the body alone)."""
+    timestamp = stamp_of(timestamp)
+    digest = hmac.new(secret.encode(), signed(body, timestamp), hashlib.sha256).hexdigest()
     headers = {**JSON, "X-Webhook-Signature": f"sha256={digest}"}
     if timestamp is not None:
         headers["X-Webhook-Timestamp"] = timestamp
     return headers
 
 
-def segment_header(secret: str, body: bytes) -> dict[str, str]:
-    return {**JSON, "X-Signature": hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()}
+def segment_header(secret: str, body: bytes, timestamp: str | None = NOW) -> dict[str, str]:
+    timestamp = stamp_of(timestamp)
+    digest = hmac.new(secret.encode(), signed(body, timestamp), hashlib.sha1).hexdigest()
+    headers = {**JSON, "X-Signature": digest}
+    if timestamp is not None:
+        headers["X-Webhook-Timestamp"] = timestamp
+    return headers
 
 
 def make_client(kafka: KafkaSettings, tmp_path: Path, **settings: Any) -> TestClient:
@@ -129,12 +148,16 @@ def test_missing_bad_and_unknown_signatures_are_401_and_nothing_lands(
     tampered = sha256_header(GLOBAL, body)
     response = client.post(url(), content=b'{"name": "y"}', headers=tampered)
     assert_refused(response, "bad_signature", "bad signature")
-    garbage = {**JSON, "X-Webhook-Signature": "sha256=zz"}
+    stamped = {**JSON, "X-Webhook-Timestamp": str(int(time.time()))}
+    garbage = {**stamped, "X-Webhook-Signature": "sha256=zz"}
     assert_refused(client.post(url(), content=body, headers=garbage), "bad_signature", "bad")
     digest = hmac.new(GLOBAL.encode(), body, hashlib.md5).hexdigest()
-    md5 = {**JSON, "X-Webhook-Signature": f"md5={digest}"}
+    md5 = {**stamped, "X-Webhook-Signature": f"md5={digest}"}
     assert_refused(client.post(url(), content=body, headers=md5), "unknown_signature_scheme", "md5")
-    bare = {**JSON, "X-Webhook-Signature": sha256_header(GLOBAL, body)["X-Webhook-Signature"][7:]}
+    bare = {
+        **stamped,
+        "X-Webhook-Signature": sha256_header(GLOBAL, body)["X-Webhook-Signature"][7:],
+    }
     response = client.post(url(), content=body, headers=bare)
     assert_refused(response, "unknown_signature_scheme", "unknown signature scheme")
     assert consume(kafka, kafka.topics.raw, expected=0) == []
@@ -159,21 +182,68 @@ def test_an_old_or_future_timestamp_is_refused_as_a_replay(
     headers = sha256_header(GLOBAL, body, str(int(time.time()) - 1000))
     headers["X-Webhook-Timestamp"] = str(int(time.time()))
     assert_refused(client.post(url(), content=body, headers=headers), "bad_signature", "bad")
-    headers = {**sha256_header(GLOBAL, body), "X-Webhook-Timestamp": str(int(time.time()))}
+    headers = {**sha256_header(GLOBAL, body, None), "X-Webhook-Timestamp": str(int(time.time()))}
     assert_refused(client.post(url(), content=body, headers=headers), "bad_signature", "bad")
     headers = {**sha256_header(GLOBAL, body), "X-Webhook-Timestamp": "yesterday"}
     assert_refused(client.post(url(), content=body, headers=headers), "invalid_timestamp", "unix")
     assert consume(kafka, kafka.topics.raw, expected=0) == []
 
 
-def test_a_required_timestamp_must_be_there(kafka: KafkaSettings, tmp_path: Path) -> None:
+def test_a_signature_without_a_timestamp_is_refused_by_default(
+    client: TestClient, kafka: KafkaSettings
+) -> None:
     body = b'{"name": "x"}'
-    with make_client(kafka, tmp_path, webhook_require_timestamp=True) as client:
-        response = client.post(url(), content=body, headers=sha256_header(GLOBAL, body))
-        assert_refused(response, "missing_timestamp", "x-webhook-timestamp")
-        stamp = str(int(time.time()))
-        response = client.post(url(), content=body, headers=sha256_header(GLOBAL, body, stamp))
-        assert response.status_code == 202
+    for path, headers in [
+        (url(), sha256_header(GLOBAL, body, None)),
+        (url("own"), sha256_header(OWN, body, None)),
+        (url("seg"), segment_header(SEGMENT, body, None)),
+    ]:
+        response = client.post(path, content=body, headers=headers)
+        assert_refused(response, "missing_timestamp", "could be replayed")
+        assert response.json()["error"]["location"] == "header.x-webhook-timestamp"
+    assert consume(kafka, kafka.topics.raw, expected=0) == []
+
+
+def test_the_old_style_is_taken_only_when_the_setting_says_so(
+    kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QANAT_HTTP_WEBHOOK_REQUIRE_TIMESTAMP", "false")
+    assert load(HttpSourceSettings).webhook_require_timestamp is False
+    body = b'{"name": "x"}'
+    with make_client(kafka, tmp_path, webhook_require_timestamp=False) as client:
+        old = client.post(url(), content=body, headers=sha256_header(GLOBAL, body, None))
+        segment = client.post(url("seg"), content=body, headers=segment_header(SEGMENT, body, None))
+        stamped = client.post(url(), content=body, headers=sha256_header(GLOBAL, body))
+        assert [old.status_code, segment.status_code, stamped.status_code] == [202] * 3
+        stale = sha256_header(GLOBAL, body, str(int(time.time()) - 1000))
+        assert_refused(
+            client.post(url(), content=body, headers=stale), "timestamp_outside_tolerance", ""
+        )
+    assert len(consume(kafka, kafka.topics.raw, expected=3)) == 3
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/webhooks/ingest/own%0A/product", "/api/v1/webhooks/ingest/shop%0A/product"]
+)
+def test_a_vertical_with_a_trailing_newline_gets_no_secret(
+    client: TestClient, kafka: KafkaSettings, path: str
+) -> None:
+    body = b'{"name": "x"}'
+    for secret in (GLOBAL, OWN):
+        response = client.post(path, content=body, headers=sha256_header(secret, body))
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["location"]) == ("invalid_vertical", "path.vertical")
+    assert consume(kafka, kafka.topics.raw, expected=0) == []
+
+
+@pytest.mark.parametrize("setting", ["webhook_secrets", "webhook_schemes"])
+def test_a_configured_vertical_must_be_exactly_an_identifier(setting: str) -> None:
+    value = "s3cret" if setting == "webhook_secrets" else "segment"
+    with pytest.raises(ValidationError, match="must match"):
+        HttpSourceSettings(**{setting: {"own\n": value}})
+    with pytest.raises(ValueError, match="must match"):
+        HttpSourceSettings(webhook_secret=GLOBAL).webhook_policy("own\n")
 
 
 def test_without_a_secret_unsigned_webhooks_need_explicit_permission(
