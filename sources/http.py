@@ -47,6 +47,7 @@ from pipelines.errors import ConfigError
 from pipelines.topics import ensure_topics
 from sources.auth import ApiKey, Authenticator, KeyStore
 from sources.http_body import (
+    Records,
     body_identifier,
     check_content_type,
     check_stream_content_type,
@@ -69,7 +70,7 @@ from sources.http_docs import (
 )
 from sources.http_edge import install_edge
 from sources.http_errors import ApiError, install_error_handlers
-from sources.http_events import SOURCE_NAME, publish_records
+from sources.http_events import SOURCE_NAME, publish_records, record_limit
 from sources.http_json import prepare_split
 from sources.http_server import EdgeSettings
 from sources.http_stream import StreamTarget, ingest_ndjson
@@ -103,11 +104,14 @@ class HttpSourceSettings(EdgeSettings, WebhookSettings):
         "(a stream has no total limit, only max_line_bytes).",
     )
     max_records: int = Field(1000, ge=1, description="Most records in one batch; 413 beyond.")
-    max_record_bytes: int = Field(
-        900_000,
-        ge=1,
-        description="Largest single record; 413 beyond, before anything is produced. Kafka's "
-        "default message limit is 1 MB including key and headers: raise both together.",
+    max_record_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="Largest Kafka message one record may make (its bytes, key, headers and "
+        "framing); a larger one is a 413 record_too_large naming it, before anything is "
+        "produced. Unset: the raw topic's max.message.bytes, read from the broker at "
+        "start-up (within the producer's message.max.bytes, 1,000,000 by default).",
+        examples=[1_000_000],
     )
     delivery_timeout_s: float = Field(
         30.0, gt=0, description="How long to wait for Kafka's acknowledgement before a 503."
@@ -199,6 +203,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_topics(kafka.client(), kafka.topics, kafka.partitions, kafka.replication_factor)
+        app.state.max_record_bytes = record_limit(kafka, settings.max_record_bytes)
         app.state.publisher = publisher or KafkaPublisher(
             kafka,
             settings.delivery_timeout_s,
@@ -229,17 +234,18 @@ def create_app(
     app.include_router(ws_ingest_router(kafka.topics, settings, authenticator, limiter))
 
     async def publish(
-        request: Request, vertical: str, type_: str, records: list[Any], values: list[bytes]
+        request: Request, vertical: str, type_: str, records: Records
     ) -> tuple[str, list[str]]:
         return await publish_records(
             request.app.state.publisher,
             kafka.topics,
             vertical,
             type_,
-            records,
-            values,
+            records.keys,
+            records.values,
             settings.queue_full_wait_s,
-            settings.max_record_bytes,
+            request.app.state.max_record_bytes,
+            records.where,
         )
 
     @app.get("/healthz", responses=HEALTH_RESPONSES)
@@ -259,11 +265,11 @@ def create_app(
         acknowledged every record."""
         vertical, type_ = identifier("vertical", vertical), identifier("type", type)
         check_content_type(request)
-        values, keys = parse_batch(
+        records = parse_batch(
             await read_body(request, settings.max_body_bytes), settings.max_records
         )
-        ingestion_id, _ids = await publish(request, vertical, type_, keys, values)
-        return {"ingestion_id": ingestion_id, "record_count": len(values)}
+        ingestion_id, _ids = await publish(request, vertical, type_, records)
+        return {"ingestion_id": ingestion_id, "record_count": len(records.values)}
 
     @app.post(
         "/api/v1/ingest/{vertical}/{type}/stream",
@@ -305,7 +311,7 @@ def create_app(
         check_content_type(request)
         body = await read_body(request, settings.max_body_bytes)
         record = parse_object(body)
-        ingestion_id, ids = await publish(request, vertical, type_, [record], [body])
+        ingestion_id, ids = await publish(request, vertical, type_, Records([body], [record], None))
         return {"ingestion_id": ingestion_id, "record_count": 1, "event_id": ids[0]}
 
     @app.post(
@@ -320,7 +326,7 @@ def create_app(
             authenticator.authorize(key, "write", item["entity"])
         vertical = body_identifier(item, "entity", "vertical")
         type_ = body_identifier(item, "type", "type")
-        ingestion_id, ids = await publish(request, vertical, type_, [item], [body])
+        ingestion_id, ids = await publish(request, vertical, type_, Records([body], [item], None))
         return {"ingestion_id": ingestion_id, "record_count": 1, "event_id": ids[0]}
 
     @app.post(
@@ -345,9 +351,9 @@ def create_app(
             signature.verify(body)
         type_ = identifier("type", type)
         check_content_type(request)
-        values, keys = parse_webhook_body(body, settings.max_records)
-        ingestion_id, _ids = await publish(request, vertical, type_, keys, values)
-        return {"ingestion_id": ingestion_id, "record_count": len(values)}
+        records = parse_webhook_body(body, settings.max_records)
+        ingestion_id, _ids = await publish(request, vertical, type_, records)
+        return {"ingestion_id": ingestion_id, "record_count": len(records.values)}
 
     return app
 

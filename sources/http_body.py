@@ -7,15 +7,17 @@ body is checked for what its decoders would let through (:mod:`sources.http_json
 deep, a key twice), which decodes it once, and yields each record's ``source_id`` and
 ``idempotency_key`` (its key).
 
->>> values, keys = parse_batch(b'{"records": [{"source_id": "p1", "n": [1]}, 7]}', 10)
->>> values, keys
-([b'{"source_id": "p1", "n": [1]}', b'7'], [{'source_id': 'p1', 'idempotency_key': None}, None])
+>>> values, keys, where = parse_batch(b'{"records": [{"source_id": "p1", "n": [1]}, 7]}', 10)
+>>> values, where
+([b'{"source_id": "p1", "n": [1]}', b'7'], 'body.records')
+>>> keys
+[{'source_id': 'p1', 'idempotency_key': None}, None]
 """
 
 from __future__ import annotations
 
 from contextlib import suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import orjson
@@ -129,13 +131,22 @@ def keys_of(record: Any) -> Keys:
     return {"source_id": record.get("source_id"), "idempotency_key": record.get("idempotency_key")}
 
 
+class Records(NamedTuple):
+    """The records of a request: each one's exact bytes and key fields, and the location
+    of the array they came from (None: the body is the one record)."""
+
+    values: list[bytes]
+    keys: list[Keys]
+    where: str | None
+
+
 def invalid_json(exc: Exception) -> ApiError:
     return ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", "body")
 
 
 def checked_records(
     body: bytes, values: list[bytes], location: str, levels_above: int, field: str | None
-) -> tuple[list[bytes], list[Keys]]:
+) -> Records:
     """``values`` (the elements of the array at ``location``, ``levels_above`` levels
     deep in ``body``, in its ``field``, if not at its top) and their key fields, once
     they are found no deeper than the limit, with each key once per object and every
@@ -149,14 +160,15 @@ def checked_records(
         raise invalid_json(exc) from None
     if decoded is None:  # too many values to hold at once: checked record by record
         check_values(body, values, location)
-        return values, [record_keys(value) for value in values]
+        return Records(values, [record_keys(value) for value in values], location)
     records = decoded if field is None else decoded[field]
-    return values, [
+    keys: list[Keys] = [
         {"source_id": record.get("source_id"), "idempotency_key": record.get("idempotency_key")}
         if record.__class__ is dict
         else None
         for record in records
     ]
+    return Records(values, keys, location)
 
 
 def too_deep_to_decode(body: bytes, levels_above: int) -> ApiError:
@@ -166,7 +178,7 @@ def too_deep_to_decode(body: bytes, levels_above: int) -> ApiError:
     return too_deep_error(".".join(["body", *(path or [])]))
 
 
-def parse_batch(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]:
+def parse_batch(body: bytes, max_records: int) -> Records:
     """The records of ``{"records": [...]}`` or ``{"items": [...]}``: their exact bytes
     and key fields; counted (413) before any of them is decoded."""
     expected = 'expected an object {"records": [...]} or {"items": [...]}'

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipelines import metrics
-from pipelines.records import RawEvent, client_source_id, new_id, now
+from pipelines.config import KafkaSettings
+from pipelines.records import MAX_SOURCE_ID_LENGTH, RawEvent, client_source_id, new_id, now
 from pipelines.topics import (
     H_CONTENT_TYPE,
     H_EVENT_ID,
@@ -29,8 +30,11 @@ from pipelines.topics import (
     H_SOURCE,
     H_TYPE,
     H_VERTICAL,
+    MESSAGE_OVERHEAD_BYTES,
+    PRODUCER_MAX_MESSAGE_BYTES,
     TopicNames,
     record_key,
+    topic_max_message_bytes,
 )
 from sources.base import ingestion_summary
 from sources.http_errors import ApiError
@@ -58,7 +62,7 @@ def request_events(
 ) -> tuple[str, list[RawEvent], list[str]]:
     """One ingestion id for the request, one event per value (``objects[i]`` is
     ``values[i]`` parsed), keyed by the record's source id, else its event id; and the
-    event ids."""
+    event ids (nothing is produced, nor counted)."""
     ingestion_id = new_id()
     head = [
         (H_VERTICAL, vertical.encode()),
@@ -73,19 +77,44 @@ def request_events(
         source_id = client_source_id(obj)
         key = record_key(vertical, type_, source_id) if source_id else event_id
         events.append(RawEvent(key, value, [*head, (H_EVENT_ID, event_id.encode()), *tail]))
-    metrics.count("source", "received", vertical, type_, len(events))
     return ingestion_id, events, event_ids
 
 
-def check_record_sizes(values: Sequence[bytes], max_record_bytes: int) -> None:
-    """413 naming the first record Kafka's message size limit would refuse."""
-    for index, value in enumerate(values):
-        if len(value) > max_record_bytes:
+def record_limit(kafka: KafkaSettings, max_record_bytes: int | None) -> int:
+    """The largest Kafka message a record may make: ``max_record_bytes`` if set, else the
+    raw topic's ``max.message.bytes`` (asked of the broker: call it once, at start-up),
+    within what the producer itself takes (``message.max.bytes``)."""
+    if max_record_bytes is not None:
+        return max_record_bytes
+    producer = int(kafka.client_config.get("message.max.bytes", PRODUCER_MAX_MESSAGE_BYTES))
+    return min(topic_max_message_bytes(kafka.client(), kafka.topics.raw), producer)
+
+
+# A key is the vertical, the type and a source id of at most this many characters, each
+# at most 4 bytes in UTF-8 (or an event id, shorter).
+_LONGEST_KEY = 2 + 2 * 63 + 4 * MAX_SOURCE_ID_LENGTH
+
+
+def check_record_sizes(events: Sequence[RawEvent], limit: int, where: str | None) -> None:
+    """413 ``record_too_large`` naming the first record whose Kafka message (value, key,
+    headers and framing) would be over ``limit`` bytes: the broker (or the producer) would
+    refuse it. ``where``: the location of the array the records came from (None: the body
+    is the one record)."""
+    if not events:
+        return
+    shared = MESSAGE_OVERHEAD_BYTES + sum(len(n) + len(v) for n, v in events[0].headers)
+    if max(len(event.value) for event in events) + shared + _LONGEST_KEY <= limit:
+        return  # none is near the limit
+    for index, event in enumerate(events):
+        size = shared + len(event.value) + len(event.key.encode())
+        if size > limit:
             raise ApiError(
                 413,
                 "record_too_large",
-                f"record {index} is {len(value)} bytes, at most {max_record_bytes} per record",
-                f"body[{index}]",
+                f"record {index} would be a {size}-byte Kafka message, over the {limit} "
+                "bytes the raw topic takes",
+                "body" if where is None else f"{where}.{index}",
+                [{"path": "body" if where is None else f"{where}.{index}", "bytes": size}],
             )
 
 
@@ -101,19 +130,22 @@ async def publish_records(
     records: Sequence[Any],
     values: Sequence[bytes],
     queue_full_wait_s: float,
-    max_record_bytes: int = 900_000,
+    max_record_bytes: int = PRODUCER_MAX_MESSAGE_BYTES,
+    where: str | None = None,
 ) -> tuple[str, list[str]]:
     """Publish one request's records, then its ingestion summary; return the ingestion id
     and the event ids once Kafka acknowledged them all. :class:`QueueFullError` (a 429)
     when the producer's queue has no room for them (checked first: nothing is produced)
     or stays full for ``queue_full_wait_s`` midway (what was produced before is kept);
-    RetriableError (a 503) when Kafka did not acknowledge. A record over
-    ``max_record_bytes`` (Kafka would refuse it) is a 413 before anything is produced."""
-    check_record_sizes(values, max_record_bytes)
+    RetriableError (a 503) when Kafka did not acknowledge. A record whose message would
+    be over ``max_record_bytes`` (Kafka would refuse it) is a 413 before anything is
+    produced (:func:`check_record_sizes`; ``where``: the array the records came from)."""
     started = time.perf_counter()
+    ingestion_id, events, event_ids = request_events(values, records, vertical, type_, SOURCE_NAME)
+    check_record_sizes(events, max_record_bytes, where)
     if not publisher.room(len(values) + 1):
         raise QueueFullError("the producer queue is full", retry_after=1.0)
-    ingestion_id, events, event_ids = request_events(values, records, vertical, type_, SOURCE_NAME)
+    metrics.count("source", "received", vertical, type_, len(events))
     summary = ingestion_summary(ingestion_id, vertical, type_, SOURCE_NAME, len(events))
     acks = publisher.acks()  # one wait for the events and the summary after them
     try:

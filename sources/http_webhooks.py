@@ -43,7 +43,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from pipelines.records import check_identifier
 from sources.http_body import (
-    Keys,
+    Records,
     checked_records,
     invalid_json,
     keys_of,
@@ -232,7 +232,7 @@ def no_secret_error() -> ApiError:
     )
 
 
-def parse_webhook_body(body: bytes, max_records: int) -> tuple[list[bytes], list[Keys]]:
+def parse_webhook_body(body: bytes, max_records: int) -> Records:
     """The records of a webhook body (an object, or an array of objects): the exact bytes
     and the key fields of each; 400/413/422 :class:`ApiError` otherwise (400 too for a
     record no consumer could decode, :mod:`sources.http_values`, nested too deep or with
@@ -245,12 +245,12 @@ def parse_webhook_body(body: bytes, max_records: int) -> tuple[list[bytes], list
     except RecursionError:
         raise too_deep_to_decode(body, 1 if start == b"[" else 0) from None
     if start == b"{":
-        return [body.strip()], [keys_of(parse_json(body))]
+        return Records([body.strip()], [keys_of(parse_json(body))], None)
     if start != b"[":
         raise ApiError(422, "invalid_body", "expected an object or an array of objects", "body")
     values = split_array(body.strip(), max_records, "body")
-    values, keys = checked_records(body, values, "body", 1, None)
-    for index, record_key in enumerate(keys):
+    records = checked_records(body, values, "body", 1, None)
+    for index, record_key in enumerate(records.keys):
         if record_key is None:
             raise ApiError(422, "invalid_record", "expected an object", f"body.{index}")
-    return values, keys
+    return records

@@ -96,16 +96,17 @@ def ws_ingest_router(
         if len(data) > settings.max_body_bytes:
             limit = settings.max_body_bytes
             raise ApiError(413, "message_too_large", f"the message is over {limit} bytes", "body")
-        values, records = parse_webhook_body(data, settings.max_records)
+        records = parse_webhook_body(data, settings.max_records)
         ingestion_id, event_ids = await publish_records(
             socket.app.state.publisher,
             topics,
             vertical,
             type_,
-            records,
-            values,
+            records.keys,
+            records.values,
             settings.queue_full_wait_s,
-            settings.max_record_bytes,
+            socket.app.state.max_record_bytes,
+            records.where,
         )
         return ack(ingestion_id, event_ids, 0)
 

@@ -345,6 +345,7 @@ def nesting_and_size_cases() -> list[Case]:
             orjson.dumps({"records": [{"name": "big", "source_id": "b", "blob": "y" * (5 * MB)}]}),
             413,
             "record_too_large",
+            location="body.records.0",
         ),
         Case(
             "9 MB of tiny records",

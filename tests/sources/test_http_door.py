@@ -203,7 +203,7 @@ def test_a_body_of_very_many_values_is_checked_without_keeping_them(
 ) -> None:
     monkeypatch.setattr(http_json, "VALUE_BUDGET", 10)
     body = b'{"records": [{"name": "a", "source_id": "s1", "v": [1, 2, 3, {"x": 1}]}, 7]}'
-    values, keys = parse_batch(body, 10)
+    values, keys, _where = parse_batch(body, 10)
     assert values[1] == b"7"
     assert keys == [{"source_id": "s1", "idempotency_key": None}, None]
     with pytest.raises(ApiError) as twice:
