@@ -343,7 +343,20 @@ class LocalBroker:
             os.kill(pid, signal.SIGKILL)
             self._reap(pid, block=True)
         self._pid_file.unlink(missing_ok=True)
+        self._forget_child()
         return True
+
+    def _forget_child(self) -> None:
+        """Reap the process this object started (it may be a launcher of the pid stopped):
+        a second stop must not find it still exiting and count it as running."""
+        if self._process is None:
+            return
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
 
     def _reap(self, pid: int, block: bool = False) -> None:
         if self._process is not None and self._process.pid == pid:

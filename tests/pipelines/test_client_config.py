@@ -77,7 +77,7 @@ def test_every_client_factory_passes_client_config(recorded: list[dict[str, Any]
         LagMonitor(kafka, "g", ["t"], 1.0).measure()
     with pytest.raises(Exception):  # noqa: B017
         describe_topics(kafka.client(), ["t"], 1.0)
-    assert len(recorded) == 7
+    assert len(recorded) == 8  # the dead-letter writer also asks the DLQ topic its limit
     for config in recorded:
         assert config["bootstrap.servers"] == "broker.example:9092"
         assert SECURITY.items() <= config.items(), config
@@ -151,4 +151,5 @@ def test_no_client_is_created_without_the_settings() -> None:
     ]
     assert not bad, f"Kafka clients without KafkaSettings.client(): {bad}"
     # self._config of the dead-letter writer is built from kafka.client() too
-    assert "**kafka.client()}" in (ROOT / "sinks" / "base.py").read_text(encoding="utf-8")
+    writer = (ROOT / "sinks" / "deadletters.py").read_text(encoding="utf-8")
+    assert "**kafka.client()}" in writer

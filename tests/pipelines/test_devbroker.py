@@ -38,9 +38,10 @@ def test_a_data_directory_remembers_its_port(tmp_path: Path) -> None:
 def test_stop_ends_a_broker_interrupted_before_its_pid_file(tmp_path: Path) -> None:
     """Ctrl-C between starting the JVM and writing broker.pid: stop() still ends it."""
     broker = LocalBroker(tmp_path, port=free_port())
-    broker._process = subprocess.Popen(["sleep", "60"])  # stands in for the JVM
+    jvm = broker._process = subprocess.Popen(["sleep", "60"])  # stands in for the JVM
     assert broker.stop(timeout=5)
-    assert not process_alive(broker._process.pid)
+    assert not process_alive(jvm.pid)
+    assert not broker.stop()  # reaped and forgotten: nothing left to stop
 
 
 def test_missing_java_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
