@@ -51,7 +51,13 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     monkeypatch.setattr(confluent_kafka, "Producer", Recorder)
     monkeypatch.setattr(confluent_kafka, "Consumer", Recorder)
     monkeypatch.setattr(confluent_kafka.admin, "AdminClient", Recorder)
-    for module in ("sources.base", "sources.publisher", "sinks.base", "pipelines.registry"):
+    for module in (
+        "sources.base",
+        "sources.publisher",
+        "sinks.base",
+        "sinks.deadletters",
+        "pipelines.registry",
+    ):
         for name in CLIENTS:
             monkeypatch.setattr(f"{module}.{name}", Recorder, raising=False)
     return Recorder.configs
