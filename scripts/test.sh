@@ -52,5 +52,9 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# Two pytest-xdist workers (QANAT_TEST_WORKERS; 0 runs in one process): most tests wait on
+# a server or a child process rather than a core. --dist loadfile keeps a file's tests (and
+# its module and session fixtures, such as the one chaos run) on one worker.
+workers=${QANAT_TEST_WORKERS:-2}
 # Not exec: the EXIT trap stops the servers after pytest, and exits with pytest's code.
-.venv/bin/pytest "$@"
+.venv/bin/pytest -n "$workers" --dist loadfile "$@"

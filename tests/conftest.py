@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,12 +142,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config._qanat_report = write_report(scenarios=RECORDED)  # type: ignore[attr-defined]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config._qanat_started = time.time()  # type: ignore[attr-defined]
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Where the session wrote the reliability report, if it did."""
+    """Where the session wrote the reliability report, if it did (under pytest-xdist the
+    workers write it: the controller names it when it changed during the session)."""
+    from tests.reliability.results import REPORT, report_path
+
     path = getattr(terminalreporter.config, "_qanat_report", None)
+    started = getattr(terminalreporter.config, "_qanat_started", time.time())
+    if path is None and report_path().exists() and report_path().stat().st_mtime >= started:
+        path = report_path()
     if path is None:
         return
-    from tests.reliability.results import REPORT
 
     hint = "" if path == REPORT else " (QANAT_WRITE_RELIABILITY=1 regenerates RELIABILITY.md)"
     terminalreporter.write_line(f"reliability report: {path}{hint}")
