@@ -28,9 +28,17 @@ case ${1:-start} in
     start) touch "$STUB_UP/$name"; echo "addr://$name" ;;
 esac
 """
+# With STUB_PYTEST_SLEEP it becomes a Python process that marks itself up and sleeps, as
+# pytest would: the mark exists only once the process that Ctrl-C must stop is running
+# (a shell that touched it and then forked ``sleep`` could take the signal mid-fork, and
+# its ``sleep`` outlive it).
 STUB_PYTEST = """#!/usr/bin/env bash
 echo "pytest mqtt=$QANAT_TEST_MQTT_URL neo4j=$QANAT_TEST_NEO4J_URL" >>"$STUB_LOG"
-[[ -z ${STUB_PYTEST_SLEEP:-} ]] || { touch "$STUB_UP/pytest"; sleep "$STUB_PYTEST_SLEEP"; }
+[[ -z ${STUB_PYTEST_SLEEP:-} ]] || exec python3 -c '
+import pathlib, sys, time
+pathlib.Path(sys.argv[1]).touch()
+time.sleep(float(sys.argv[2]))
+' "$STUB_UP/pytest" "$STUB_PYTEST_SLEEP"
 exit "${STUB_PYTEST_RC:-0}"
 """
 
