@@ -4,7 +4,7 @@ Each repeat gets a DLQ topic of its own, filled with the same ``N`` dead letters
 200-byte JSON values, the contract headers and the error headers the transform adds).
 The baseline reads them with a plain confluent-kafka consumer (assign + consume in
 batches, to the end offsets) and produces each one, key, value and headers unchanged, to
-another topic, then flushes. qanat's :class:`pipelines.dlq_replay.Replayer` does what
+another topic, then flushes. qanat's :class:`pipelines.dlq.replay.Replayer` does what
 ``qanat dlq replay`` does: loads the DLQ state, scans and filters the DLQ, rewrites the
 headers, and republishes to the raw topic in Kafka transactions with its checkpoint,
 timed from start to its last commit. Baseline and replay alternate; the best of each
@@ -33,11 +33,11 @@ from benchmarks.common import (
     make_result,
 )
 from benchmarks.transform_throughput import create_topic, delete_topics
-from pipelines.config import KafkaSettings
-from pipelines.dlq import dead_letter_headers
-from pipelines.dlq_replay import Replayer, ReplayOptions
-from pipelines.records import RawMeta
-from pipelines.topics import ensure_topics
+from pipelines.core.config import KafkaSettings
+from pipelines.core.deadletter import dead_letter_headers
+from pipelines.core.records import RawMeta
+from pipelines.core.topics import ensure_topics
+from pipelines.dlq.replay import Replayer, ReplayOptions
 
 logger = logging.getLogger(__name__)
 

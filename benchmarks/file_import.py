@@ -2,7 +2,7 @@
 
 * ``file_import`` - one CSV of ``records`` rows (default 1,000,000: ``id``, ``title``,
   ``price``, ``category``, ``in_stock``, ``description``), written to the run's work
-  directory, imported by the real command (``python -m pipelines.cli import FILE --vertical
+  directory, imported by the real command (``python -m pipelines.cli.main import FILE --vertical
   shop --type product --map source_id=id --map name=title --cast price=float --progress
   none``) in a child process against the run's broker. The value is records/s over the
   import's own time (the report's ``seconds``: from opening the file to Kafka's last
@@ -19,7 +19,7 @@
   The same records as an NDJSON file and as a JSON array (the values the CSV import
   publishes, imported without mapping) are imported in the same rounds; the details give
   their seconds and ratios against the same baseline (``formats``): CSV takes the fast
-  path of ``sources.files_csv``, NDJSON and JSON the general loop of ``sources.files``.
+  path of ``sources.files.csvfast``, NDJSON and JSON the general loop of ``sources.files.source``.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ from benchmarks.common import (
 from benchmarks.http_ingest_service import bench_kafka
 from benchmarks.http_ingest_stream import MB
 from benchmarks.transform_throughput import delete_topics, end_offset
-from pipelines.config import KafkaSettings
-from pipelines.records import now
-from pipelines.topics import (
+from pipelines.core.config import KafkaSettings
+from pipelines.core.records import now
+from pipelines.core.topics import (
     H_CONTENT_TYPE,
     H_EVENT_ID,
     H_INGESTION_ID,
@@ -60,8 +60,8 @@ from pipelines.topics import (
     H_VERTICAL,
     record_key,
 )
-from sources.files import SOURCE
-from sources.files_delivery import PRODUCER_CONFIG, QUEUE_LIMITS
+from sources.files.delivery import PRODUCER_CONFIG, QUEUE_LIMITS
+from sources.files.source import SOURCE
 
 NAME = "file_import"
 DEFAULT_RECORDS = 1_000_000
@@ -127,7 +127,7 @@ def expected_values(path: Path) -> tuple[list[bytes], list[bytes]]:
 
 
 def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
-    """The import's producer settings (``sources.files_delivery.Delivery``)."""
+    """The import's producer settings (``sources.files.delivery.Delivery``)."""
     return kafka.client(**PRODUCER_CONFIG, **QUEUE_LIMITS)
 
 
@@ -160,7 +160,7 @@ def raw_produce(kafka: KafkaSettings, values: list[bytes], keys: list[bytes]) ->
                 producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
                 break
             except BufferError:
-                producer.poll(0.005)  # the import's wait (sources.files_delivery.Delivery)
+                producer.poll(0.005)  # the import's wait (sources.files.delivery.Delivery)
         if index % 1_000 == 0:  # serve delivery reports, as the import does
             producer.poll(0)
     remaining = producer.flush(120)
@@ -181,7 +181,7 @@ def run_import(
         "QANAT_DATA_DIR": str(data_dir),
         "QANAT_LOG_LEVEL": "WARNING",
     }
-    command = [sys.executable, "-m", "pipelines.cli", "import", str(path)]
+    command = [sys.executable, "-m", "pipelines.cli.main", "import", str(path)]
     command += ["--vertical", VERTICAL, "--type", TYPE, *args]
     command += ["--progress", "none", "--restart"]
     out, err = data_dir / "import.out", data_dir / "import.err"

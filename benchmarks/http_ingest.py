@@ -7,7 +7,7 @@ client is this process.
   ``BATCH`` entity records per request from ``CONNECTIONS`` concurrent client connections,
   timed from the first request to the last 202 (every record acknowledged by Kafka),
   against a raw confluent-kafka ``Producer`` in one process sending the same records (same
-  values, and the keys and headers ``sources.http_events.request_events`` makes, built
+  values, and the keys and headers ``sources.http.events.request_events`` makes, built
   before the timing) to the same topic with the service's producer settings (idempotent,
   ``acks=all``, lz4, ``linger.ms=5``), timed after one warm-up event (connection, producer
   id) to the end of its ``flush``. Each side runs ``repeats`` times, alternating; the best
@@ -48,10 +48,10 @@ from benchmarks.http_ingest_service import (
 )
 from benchmarks.http_ingest_stream import NAME_STREAM, run_stream
 from benchmarks.transform_throughput import delete_topics, end_offset, sample_record
-from pipelines.config import KafkaSettings
-from pipelines.records import RawEvent
-from sources.http import HttpSourceSettings
-from sources.http_events import SOURCE_NAME, request_events
+from pipelines.core.config import KafkaSettings
+from pipelines.core.records import RawEvent
+from sources.http.events import SOURCE_NAME, request_events
+from sources.http.settings import HttpSourceSettings
 
 logger = logging.getLogger(__name__)
 

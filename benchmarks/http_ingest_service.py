@@ -1,6 +1,6 @@
 """The HTTP ingest benchmarks' service: the real ingest API in a child process.
 
-``sources.http.create_app(kafka, HttpSourceSettings(auth="none"))`` under uvicorn (one
+``sources.http.app.create_app(kafka, HttpSourceSettings(auth="none"))`` under uvicorn (one
 process, its default event loop and HTTP parser: uvloop and httptools when installed, as
 ``qanat source http`` runs it), started as ``python -m benchmarks.http_ingest_service
 serve ...`` on a free loopback port against the run's broker; and how to read its RSS and
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import httpx
 
 from benchmarks.common import ROOT, BenchContext
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
+from pipelines.core.topics import ensure_topics
 from pipelines.devbroker import free_port
-from pipelines.topics import ensure_topics
 
 VERTICAL, TYPE = "shop", "product"
 SEED = 20260202
@@ -35,8 +35,9 @@ def serve_main(argv: Sequence[str]) -> None:
     """``python -m benchmarks.http_ingest_service serve --bootstrap B --prefix P --port N``."""
     import uvicorn
 
-    from pipelines.ops import freeze_startup_heap
-    from sources.http import HttpSourceSettings, create_app
+    from pipelines.core.ops import freeze_startup_heap
+    from sources.http.app import create_app
+    from sources.http.settings import HttpSourceSettings
 
     parser = argparse.ArgumentParser(prog="benchmarks.http_ingest_service serve")
     parser.add_argument("--bootstrap", required=True)

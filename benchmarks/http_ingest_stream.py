@@ -35,8 +35,8 @@ from benchmarks.http_ingest_service import (
     service,
 )
 from benchmarks.transform_throughput import delete_topics, end_offset, sample_record
-from pipelines.config import KafkaSettings
-from sources.http import HttpSourceSettings
+from pipelines.core.config import KafkaSettings
+from sources.http.settings import HttpSourceSettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
 """Sink throughput: the PostgreSQL and SQLite sinks against the plainest write of the same rows.
 
 Every contender gets the same rows: ``records`` normalized records (the shape
-``pipelines.records.normalize`` makes), unique keys, about 200 bytes of ``vertical_data``
+``pipelines.core.records.normalize`` makes), unique keys, about 200 bytes of ``vertical_data``
 each, all from one topic partition at consecutive offsets. Kafka is left out so the numbers
 measure the sink: each sink is driven directly, as Quix Streams drives it, with
 ``sink.setup()`` once (not timed), ``sink.add(...)`` per record and ``sink.flush()`` every
 ``BATCH`` records (one checkpoint's batch), into a table created empty for each run.
 
-* ``postgres_sink_vs_copy`` - :class:`sinks.postgres.PostgresSink` against a plain ``COPY``
+* ``postgres_sink_vs_copy`` - :class:`sinks.postgres.sink.PostgresSink` against a plain ``COPY``
   of the same rows (same columns, same DDL: primary key and ``updated_at`` index), one
   ``COPY`` and one transaction per ``BATCH`` rows: the physical reference.
 * ``postgres_sink_vs_quix_postgresql_sink`` - the same sink run against Quix Streams' own
@@ -16,7 +16,7 @@ measure the sink: each sink is driven directly, as Quix Streams drives it, with
   the columns it writes (the record's fields, plus its ``__key`` and ``timestamp``) and
   ``schema_auto_update=False``, which spares it a schema check per batch: the fastest way
   to run it.
-* ``sqlite_sink`` - :class:`sinks.sqlite.SQLiteSink` against a plain ``executemany``
+* ``sqlite_sink`` - :class:`sinks.sqlite.sink.SQLiteSink` against a plain ``executemany``
   ``INSERT`` into an empty table of the same DDL, same connection settings (WAL), one
   transaction per ``BATCH`` rows. Reported, no target.
 
@@ -52,9 +52,9 @@ from benchmarks.common import (
     git_dirty,
     make_result,
 )
-from pipelines.records import RawMeta, format_time, new_id, normalize, now
-from pipelines.topics import record_key
-from sinks.sqlite import COLUMNS, SQLiteSink, SQLiteSinkSettings, connect, create_tables
+from pipelines.core.records import RawMeta, format_time, new_id, normalize, now
+from pipelines.core.topics import record_key
+from sinks.sqlite.sink import COLUMNS, SQLiteSink, SQLiteSinkSettings, connect, create_tables
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class Postgres:
         self.prefix = f"bench_{uuid.uuid4().hex[:8]}"
 
     def settings(self, table: str) -> Any:
-        from sinks.postgres import PostgresSinkSettings
+        from sinks.postgres.settings import PostgresSinkSettings
 
         return PostgresSinkSettings(dsn=self.dsn, table=table)
 
@@ -224,7 +224,7 @@ class Postgres:
         from psycopg import sql
 
         from sinks.base import ROW_COLUMNS
-        from sinks.postgres import ddl
+        from sinks.postgres.sink import ddl
 
         self.drop(table)
         for statement in ddl(self.settings(table)):
@@ -240,7 +240,7 @@ class Postgres:
         return time.perf_counter() - start
 
     def qanat(self, records: list[Record], table: str) -> float:
-        from sinks.postgres import PostgresSink
+        from sinks.postgres.sink import PostgresSink
 
         self.drop(table)
         sink = PostgresSink(self.settings(table))

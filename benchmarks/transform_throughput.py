@@ -38,13 +38,13 @@ from benchmarks.common import (
     git_dirty,
     make_result,
 )
-from pipelines.config import CoreSettings, KafkaSettings
-from pipelines.ops import freeze_startup_heap
-from pipelines.quixapp import quix_application
-from pipelines.records import RawEvent, RawMeta, new_id, now, raw_event
-from pipelines.schemas import SchemaStore
-from pipelines.topics import ensure_topics
-from pipelines.transform import Transformer, TransformSettings, build_transform_app
+from pipelines.core.config import CoreSettings, KafkaSettings
+from pipelines.core.ops import freeze_startup_heap
+from pipelines.core.quixapp import quix_application
+from pipelines.core.records import RawEvent, RawMeta, new_id, now, raw_event
+from pipelines.core.topics import ensure_topics
+from pipelines.transform.schemas import SchemaStore
+from pipelines.transform.stage import Transformer, TransformSettings, build_transform_app
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ class Timing:
 def timed_run(app: Any, count: int) -> Timing:
     """Time from ``run`` to its return, after ``count`` outputs.
 
-    Either app runs as a qanat stage process does (:func:`pipelines.ops.run_quix`): the
+    Either app runs as a qanat stage process does (:func:`pipelines.core.ops.run_quix`): the
     heap alive at start frozen out of the garbage collector's reach.
     """
     freeze_startup_heap()

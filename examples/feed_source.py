@@ -26,8 +26,8 @@ from xml.etree import ElementTree
 import httpx
 from pydantic import Field
 
-from pipelines.config import CoreSettings, KafkaSettings, load
-from pipelines.records import format_time
+from pipelines.core.config import CoreSettings, KafkaSettings, load
+from pipelines.core.records import format_time
 from sources.base import Page, PullSource, PullSourceSettings
 from sources.retry import http_request
 from sources.runner import run_sources

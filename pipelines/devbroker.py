@@ -23,9 +23,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.errors import FatalError
-from pipelines.ports import free_port as free_port  # re-exported: tests and up use it
-from pipelines.ports import port_is_free as port_is_free
+from pipelines.core.errors import FatalError
+from pipelines.core.ports import free_port as free_port  # re-exported: tests and up use it
+from pipelines.core.ports import port_is_free as port_is_free
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.core.errors import FatalError
+from pipelines.core.ports import free_port, port_answers, port_is_free
 from pipelines.devbroker import process_alive
-from pipelines.errors import FatalError
-from pipelines.ports import free_port, port_answers, port_is_free
 
 
 def mosquitto_binary() -> str | None:

@@ -10,9 +10,9 @@ counts what the batch handled per ingestion (:mod:`sinks.progress`).
 
 Errors, by the kind the subclass raises:
 
-* :class:`~pipelines.errors.RetriableError` - ``SinkBackpressureError``: Quix pauses, seeks
+* :class:`~pipelines.core.errors.RetriableError` - ``SinkBackpressureError``: Quix pauses, seeks
   back and delivers the batch again; no offset is committed.
-* :class:`~pipelines.errors.FatalError` - propagates: the process stops with one message.
+* :class:`~pipelines.core.errors.FatalError` - propagates: the process stops with one message.
 * :class:`BadRowError` - the batch is split in halves until each rejected row is alone; the
   good rows land and every rejected row (like every malformed item) becomes a dead letter,
   flushed before :meth:`UpsertSink.write` returns.
@@ -32,9 +32,9 @@ import orjson
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 from quixstreams.sinks.base.item import SinkItem
 
-from pipelines.errors import QanatError, RetriableError
-from pipelines.logs import message_fields
-from pipelines.metrics import BATCH_SECONDS, count, count_invalid
+from pipelines.core.errors import QanatError, RetriableError
+from pipelines.core.logs import message_fields
+from pipelines.core.metrics import BATCH_SECONDS, count, count_invalid
 from sinks.deadletters import (
     STAGE,
     DeadLetter,

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from pipelines.config import KafkaSettings
-from pipelines.dlq import dead_letter_headers, fit_dead_letter
-from pipelines.errors import FatalError, RetriableError
-from pipelines.logs import message_fields
-from pipelines.topics import (
+from pipelines.core.config import KafkaSettings
+from pipelines.core.deadletter import dead_letter_headers, fit_dead_letter
+from pipelines.core.errors import FatalError, RetriableError
+from pipelines.core.logs import message_fields
+from pipelines.core.topics import (
     H_INGESTION_ID,
     H_TYPE,
     H_VERTICAL,
@@ -115,7 +115,7 @@ class KafkaDeadLetters:
     serialized again with orjson. :meth:`flush` raises RetriableError unless every letter
     was acknowledged, so a sink never commits offsets before its dead letters are durable.
 
-    >>> from pipelines.config import KafkaSettings
+    >>> from pipelines.core.config import KafkaSettings
     >>> writer = KafkaDeadLetters(KafkaSettings(bootstrap_servers="127.0.0.1:9092"))
     >>> writer.topic
     'qanat.dlq'

@@ -8,7 +8,7 @@ the primary key, so a redelivered dead letter is stored once. A header that is m
 unreadable (a poison message) is stored as NULL; every header is also kept, as text, in
 the ``headers`` column, so nothing is lost.
 
-The stores: :mod:`sinks.errors_sqlite` and :mod:`sinks.errors_postgres`. Each has a sink
+The stores: :mod:`sinks.sqlite.errors` and :mod:`sinks.postgres.errors`. Each has a sink
 (``SQLiteErrorsSink``, ``PostgresErrorsSink``) and a reader (``SQLiteErrorStore``,
 ``PostgresErrorStore``) with the :class:`ErrorStore` interface that the ingestion routes
 (``GET /api/v1/ingestions/{id}`` and ``/errors``) call.
@@ -30,11 +30,11 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from quixstreams.sinks import BatchingSink, SinkBatch
 
-from pipelines.config import QanatSettings
-from pipelines.errors import FatalError
-from pipelines.metrics import BATCH_SECONDS, count
-from pipelines.records import parse_time
-from pipelines.topics import (
+from pipelines.core.config import QanatSettings
+from pipelines.core.errors import FatalError
+from pipelines.core.metrics import BATCH_SECONDS, count
+from pipelines.core.records import parse_time
+from pipelines.core.topics import (
     H_ERROR_AT,
     H_ERROR_DETAILS,
     H_ERROR_OFFSET,
@@ -217,8 +217,8 @@ class ErrorsSink(BatchingSink, abc.ABC):
     :meth:`close`; :meth:`store` raises RetriableError (the batch is retried: Quix's
     ``SinkBackpressureError``) or FatalError. Rows are built so that a store cannot refuse
     one; if it does all the same (BadRowError), the sink stops instead of losing it.
-    Examples: :class:`sinks.errors_sqlite.SQLiteErrorsSink`,
-    :class:`sinks.errors_postgres.PostgresErrorsSink`.
+    Examples: :class:`sinks.sqlite.errors.SQLiteErrorsSink`,
+    :class:`sinks.postgres.errors.PostgresErrorsSink`.
     """
 
     def __init__(self, *, create_tables: bool = True, **quix_options: Any) -> None:

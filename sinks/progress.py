@@ -22,13 +22,25 @@ import hashlib
 import sqlite3
 from collections import defaultdict
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from pipelines.records import valid_ingestion_id
+from pipelines.core.records import valid_ingestion_id
 from sinks.sqlquote import quote_identifier as _q
 
-if TYPE_CHECKING:
-    from sinks.base import Row
+
+class Positioned(Protocol):
+    """What progress needs of a row (:class:`sinks.base.Row` is one): its ingestion and the
+    Kafka position it came from."""
+
+    @property
+    def ingestion_id(self) -> str | None: ...
+    @property
+    def kafka_topic(self) -> str: ...
+    @property
+    def kafka_partition(self) -> int: ...
+    @property
+    def kafka_offset(self) -> int: ...
+
 
 SUFFIX = "_ingestion_progress"
 MAX_IDENTIFIER = 63  # PostgreSQL's limit on a name
@@ -84,7 +96,7 @@ def progress_table(table: str) -> str:
     return f"{table[: MAX_IDENTIFIER - len(SUFFIX) - 9]}_{digest}{SUFFIX}"
 
 
-def progress_of(rows: Sequence[Row], skip: Collection[int] = ()) -> list[Progress]:
+def progress_of(rows: Sequence[Positioned], skip: Collection[int] = ()) -> list[Progress]:
     """The batch's rows with an ingestion id, grouped; ``skip``: offsets dead-lettered."""
     groups: defaultdict[tuple[str | None, str, int], list[int]] = defaultdict(list)
     for row in rows:

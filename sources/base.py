@@ -32,10 +32,10 @@ from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
 from quixstreams.kafka.exceptions import KafkaProducerDeliveryError
 from quixstreams.sources import Source, StatefulSource
 
-from pipelines import metrics
-from pipelines.errors import RetriableError
-from pipelines.records import RawEvent, RawMeta, new_id, now, raw_event
-from pipelines.topics import TopicNames
+from pipelines.core import metrics
+from pipelines.core.errors import RetriableError
+from pipelines.core.records import RawEvent, RawMeta, new_id, now, raw_event
+from pipelines.core.topics import TopicNames
 
 # Re-exported: a connector needs only this module (and sources.retry for HTTP).
 from sources.pull_settings import PullSourceSettings as PullSourceSettings

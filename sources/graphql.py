@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from pipelines.errors import FatalError
+from pipelines.core.errors import FatalError
 from sources.base import Page, get_path
 from sources.rest import HttpPullSettings, HttpPullSource, Incremental, json_body, records_at
 
@@ -57,7 +57,7 @@ class GraphQLSettings(HttpPullSettings):
 class GraphQLSource(HttpPullSource[GraphQLSettings]):
     """Polls a GraphQL API; see :class:`GraphQLSettings`.
 
-    >>> from pipelines.topics import TopicNames
+    >>> from pipelines.core.topics import TopicNames
     >>> settings = GraphQLSettings(name="shop-gql", vertical="shop", type="product",
     ...     url="http://127.0.0.1:8000/graphql", nodes_path="data.products.nodes",
     ...     page_info_path="data.products.pageInfo", source_id_field="id",

@@ -1,6 +1,6 @@
 """Neo4j pull: the nodes of one label, incrementally, by keyset pages over Bolt.
 
-Like :mod:`sources.sql`: each poll reads the nodes whose cursor property (``updated_at``,
+Like :mod:`sources.sql.source`: each poll reads the nodes whose cursor property (``updated_at``,
 or an ever-growing ``id``) is past the saved cursor, ordered by it and a unique key
 property that breaks ties::
 
@@ -23,10 +23,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from pipelines.errors import FatalError, RetriableError
-from pipelines.topics import TopicNames
+from pipelines.core.errors import FatalError, RetriableError
+from pipelines.core.topics import TopicNames
 from sources.base import Page, PullSource, PullSourceSettings
-from sources.sql_cursor import decode_cursor_value, encode_cursor_value
+from sources.cursor import decode_cursor_value, encode_cursor_value
 
 logger = logging.getLogger(__name__)
 

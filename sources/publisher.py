@@ -18,11 +18,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from pipelines import metrics
-from pipelines.config import KafkaSettings
-from pipelines.errors import RetriableError
-from pipelines.records import RawEvent
-from pipelines.topics import H_VERTICAL
+from pipelines.core import metrics
+from pipelines.core.config import KafkaSettings
+from pipelines.core.errors import RetriableError
+from pipelines.core.records import RawEvent
+from pipelines.core.topics import H_VERTICAL
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from pipelines.records import check_identifier
+from pipelines.core.records import check_identifier
 from sources.retry import RetrySettings
 from sources.schedule import DEFAULT_EVERY_S, Schedule
 

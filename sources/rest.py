@@ -272,7 +272,7 @@ def records_at(body: Any, path: str | None) -> list[Any]:
 class RestSource(HttpPullSource[RestSettings]):
     """Polls a REST API; see :class:`RestSettings`.
 
-    >>> from pipelines.topics import TopicNames
+    >>> from pipelines.core.topics import TopicNames
     >>> settings = RestSettings(name="shop-api", vertical="shop", type="product",
     ...     url="http://127.0.0.1:8000/products", records_path="data.items",
     ...     pagination={"type": "page", "size": 50}, source_id_field="id",

@@ -5,7 +5,7 @@
 * Network errors (connect, read, timeouts): retried the same way.
 * 400: the request or the data it names is bad; :class:`BadDataError`, which a connector
   logs and skips (retrying would give the same answer).
-* Any other 4xx (401, 403, 404, ...): :class:`~pipelines.errors.FatalError`: a person has
+* Any other 4xx (401, 403, 404, ...): :class:`~pipelines.core.errors.FatalError`: a person has
   to fix the URL or the credentials.
 
 >>> policy = RetrySettings(initial_delay=1, multiplier=2, max_delay=5, jitter=0)
@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.errors import FatalError, QanatError, RetriableError
+from pipelines.core.errors import FatalError, QanatError, RetriableError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
-from pipelines.config import CoreSettings, KafkaSettings
-from pipelines.topics import ensure_topics
+from pipelines.core.config import CoreSettings, KafkaSettings
+from pipelines.core.topics import ensure_topics
 from sources.base import PullSource
 
 #: The entry-point group where connector kinds are registered.
@@ -60,7 +60,7 @@ def run_sources(
     one Quix Streams Application, each source in its own process, every one producing to
     the raw topic. Their cursors live in changelog topics of consumer group
     ``<prefix>.<group>``, so the same source name resumes wherever it runs."""
-    from pipelines.quixapp import quix_application
+    from pipelines.core.quixapp import quix_application
 
     ensure_topics(kafka.client(), kafka.topics, kafka.partitions, kafka.replication_factor)
     # Quix creates the sources' changelog topics; the qanat topics exist already.
@@ -73,6 +73,6 @@ def run_sources(
     if shutdown_timeout_s is None:
         app.run()
     else:  # a stop that takes longer than that exits with status 1
-        from pipelines.ops import run_quix
+        from pipelines.core.ops import run_quix
 
         run_quix(app, shutdown_timeout_s)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
+from pipelines.core.topics import ensure_topics
 from pipelines.devbroker import LocalBroker, free_port
-from pipelines.topics import ensure_topics
 from tests.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent

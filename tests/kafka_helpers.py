@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Message
 
-from pipelines.config import KafkaSettings
-from pipelines.topics import decode_headers
+from pipelines.core.config import KafkaSettings
+from pipelines.core.topics import decode_headers
 
 
 @dataclass

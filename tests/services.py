@@ -1,4 +1,4 @@
-"""Runs qanat services as real child processes (``python -m pipelines.cli ...``); the
+"""Runs qanat services as real child processes (``python -m pipelines.cli.main ...``); the
 ``services`` fixture in tests/conftest.py gives each test one."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Services:
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", *args],
+            [sys.executable, "-m", "pipelines.cli.main", *args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

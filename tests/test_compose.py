@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipelines.cli import app
-from pipelines.config import CONFIG_FILE_ENV, QanatSettings
-from pipelines.configdoc import env_name, settings_models
-from pipelines.ops import DEFAULT_PORTS
+from pipelines.cli.configdoc import env_name, settings_models
+from pipelines.cli.main import app
+from pipelines.core.config import CONFIG_FILE_ENV, QanatSettings
+from pipelines.core.ops import DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

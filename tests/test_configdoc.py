@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.configdoc import DOC, render, settings_models
+from pipelines.cli.configdoc import DOC, render, settings_models
 
 
 def test_reference_is_current() -> None:
-    assert DOC.exists(), "run: python -m pipelines.configdoc"
-    assert DOC.read_text(encoding="utf-8") == render(), "stale: run python -m pipelines.configdoc"
+    assert DOC.exists(), "run: python -m pipelines.cli.configdoc"
+    assert DOC.read_text(encoding="utf-8") == render(), (
+        "stale: run python -m pipelines.cli.configdoc"
+    )
 
 
 @pytest.mark.parametrize("model", settings_models(), ids=lambda m: m.__name__)

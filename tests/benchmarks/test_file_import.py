@@ -9,7 +9,7 @@ import orjson
 
 from benchmarks import file_import
 from benchmarks.run import BENCHMARKS
-from sources.files_mapping import parse_pairs
+from sources.files.mapping import parse_pairs
 from tests.sources.files_helpers import published
 
 

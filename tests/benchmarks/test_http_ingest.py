@@ -11,7 +11,7 @@ import pytest
 from benchmarks import http_ingest, http_ingest_service, http_ingest_stream
 from benchmarks.common import BenchContext
 from benchmarks.run import BENCHMARKS
-from pipelines.topics import decode_headers
+from pipelines.core.topics import decode_headers
 
 
 def test_both_benchmarks_are_registered() -> None:

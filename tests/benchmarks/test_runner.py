@@ -9,9 +9,9 @@ import pytest
 
 from benchmarks import common, run, transform_throughput
 from benchmarks.run import BENCHMARKS, parse_args
-from pipelines.records import RawMeta
-from pipelines.schemas import SchemaStore
-from pipelines.topics import decode_headers
+from pipelines.core.records import RawMeta
+from pipelines.core.topics import decode_headers
+from pipelines.transform.schemas import SchemaStore
 
 FIELDS = [
     "name",

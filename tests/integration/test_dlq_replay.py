@@ -14,15 +14,15 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from pipelines.config import KafkaSettings
-from pipelines.dlq_read import DlqFilter, DlqScanner
-from pipelines.dlq_state import DlqState
-from pipelines.records import RawMeta
-from pipelines.registry import SchemaRegistry
-from pipelines.topics import ensure_topics
+from pipelines.core.config import KafkaSettings
+from pipelines.core.records import RawMeta
+from pipelines.core.topics import ensure_topics
+from pipelines.dlq.read import DlqFilter, DlqScanner
+from pipelines.dlq.state import DlqState
+from pipelines.transform.registry import SchemaRegistry
 from tests.integration.test_skeleton import _wait_for
 from tests.kafka_helpers import consume
-from tests.pipelines.test_dlq import SCHEMA, dlq, price_as_text, seed_dead_letters
+from tests.pipelines.core.test_deadletter import SCHEMA, dlq, price_as_text, seed_dead_letters
 from tests.services import Services
 
 pytestmark = pytest.mark.integration

@@ -9,12 +9,12 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from pipelines.config import KafkaSettings
-from pipelines.records import RawMeta
-from pipelines.schemas import SchemaStore
-from pipelines.topics import H_ERROR_TRUNCATED, ensure_topics
-from pipelines.transform import Transformer
-from tests.pipelines.test_dlq import dlq
+from pipelines.core.config import KafkaSettings
+from pipelines.core.records import RawMeta
+from pipelines.core.topics import H_ERROR_TRUNCATED, ensure_topics
+from pipelines.transform.schemas import SchemaStore
+from pipelines.transform.stage import Transformer
+from tests.pipelines.core.test_deadletter import dlq
 
 pytestmark = pytest.mark.integration
 

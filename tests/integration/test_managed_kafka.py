@@ -24,8 +24,8 @@ import pytest
 from confluent_kafka import Producer
 from typer.testing import CliRunner
 
-from pipelines.cli import app
-from pipelines.config import KafkaSettings
+from pipelines.cli.main import app
+from pipelines.core.config import KafkaSettings
 from pipelines.devbroker import LocalBroker, free_port, metadata_answers
 from tests.kafka_helpers import consume
 from tests.services import Services

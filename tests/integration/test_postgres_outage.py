@@ -34,10 +34,10 @@ import pytest
 from confluent_kafka import Producer
 from psycopg import sql
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
+from pipelines.core.records import RawMeta, format_time, new_id, normalize, now
+from pipelines.core.topics import record_key
 from pipelines.devbroker import free_port
-from pipelines.records import RawMeta, format_time, new_id, normalize, now
-from pipelines.topics import record_key
 from tests.reliability.chaos import checksum
 from tests.reliability.outage import end_offset, report, wait_for
 from tests.reliability.results import ScenarioResult
@@ -172,7 +172,7 @@ def cluster() -> Iterator[OwnCluster]:
 
 
 def make_record(index: int, version: int) -> dict[str, Any]:
-    """Version ``version`` of entity ``index``, as ``pipelines.records.normalize`` makes it."""
+    """Version ``version`` of entity ``index``, as ``pipelines.core.records.normalize`` makes it."""
     meta = RawMeta(VERTICAL, TYPE, "outage-test", f"ing-{version}", new_id(), now())
     obj = {
         "name": f"item {index:05d} v{version}",

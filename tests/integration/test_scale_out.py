@@ -17,8 +17,8 @@ import pytest
 from confluent_kafka import Producer
 from psycopg import sql
 
-from pipelines.config import KafkaSettings
-from pipelines.topics import ensure_topics
+from pipelines.core.config import KafkaSettings
+from pipelines.core.topics import ensure_topics
 from sources.base import build_raw_events
 from tests.services import Services
 

@@ -23,9 +23,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
+from pipelines.core.topics import decode_headers
 from pipelines.devbroker import free_port
-from pipelines.topics import decode_headers
 from sources.base import build_raw_events
 from tests.kafka_helpers import Landed, consume
 from tests.services import Services

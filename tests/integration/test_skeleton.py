@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
 from pipelines.devbroker import free_port
 from tests.kafka_helpers import consume
 from tests.services import Services

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from pipelines.config import KafkaSettings
-from pipelines.records import RawMeta, new_id, now, raw_event
+from pipelines.core.config import KafkaSettings
+from pipelines.core.records import RawMeta, new_id, now, raw_event
 from tests.kafka_helpers import consume
 from tests.services import Services
 

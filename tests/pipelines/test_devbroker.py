@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
+from pipelines.core.topics import TopicNames, ensure_topics
 from pipelines.devbroker import (
     DevBrokerError,
     LocalBroker,
@@ -16,7 +17,6 @@ from pipelines.devbroker import (
     free_port,
     process_alive,
 )
-from pipelines.topics import TopicNames, ensure_topics
 
 
 def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ import pytest
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pipelines.core.ports import port_answers
 from pipelines.devbroker import process_alive
 from pipelines.devmqtt import LocalMosquitto, mosquitto_binary
-from pipelines.ports import port_answers
 
 pytestmark = pytest.mark.integration
 

@@ -35,9 +35,9 @@ from pathlib import Path
 import httpx
 import orjson
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
+from pipelines.core.topics import ensure_topics
 from pipelines.devbroker import DevBrokerError, LocalBroker, free_port
-from pipelines.topics import ensure_topics
 from tests.reliability.results import ScenarioResult, record_result
 from tests.services import Services
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from pipelines.records import RawMeta
-from pipelines.topics import H_TYPE, H_VERTICAL, Headers
+from pipelines.core.records import RawMeta
+from pipelines.core.topics import H_TYPE, H_VERTICAL, Headers
 
 VERTICAL, TYPE = "hostile", "thing"
 RECEIVED_AT = "2026-01-01T00:00:00.000000Z"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from pipelines.config import KafkaSettings
-from sources.auth import SQLiteKeyStore, create_key
+from pipelines.core.config import KafkaSettings
+from sources.http.auth import SQLiteKeyStore, create_key
 
 WEBHOOK_SECRET = "s3cret-value-for-tests"
 VERTICAL = "sec"
@@ -18,7 +18,7 @@ VERTICAL = "sec"
 
 def capture_app(kafka: KafkaSettings, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
     """The app ``qanat source http`` would serve (uvicorn is not started)."""
-    from pipelines import cli
+    from pipelines.cli import main as cli
 
     for name, value in {
         "QANAT_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,

@@ -17,10 +17,10 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
+from pipelines.core.records import MAX_NESTING_DEPTH
+from pipelines.core.topics import decode_headers
 from pipelines.devbroker import free_port
-from pipelines.records import MAX_NESTING_DEPTH
-from pipelines.topics import decode_headers
 from tests.reliability.results import ScenarioResult, record_result
 from tests.services import Services
 
@@ -360,7 +360,8 @@ def nesting_and_size_cases() -> list[Case]:
 def test_deep_nesting_and_a_record_too_large_for_kafka_get_a_4xx(kafka: KafkaSettings) -> None:
     from fastapi.testclient import TestClient
 
-    from sources.http import HttpSourceSettings, create_app
+    from sources.http.app import create_app
+    from sources.http.settings import HttpSourceSettings
 
     app = create_app(kafka, HttpSourceSettings(auth="none", read_store="none"))
     answers, expected = [], []

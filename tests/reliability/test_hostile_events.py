@@ -18,9 +18,9 @@ import pytest
 from confluent_kafka import Producer
 from psycopg import sql
 
-from pipelines.config import KafkaSettings
-from pipelines.dlq_read import DlqFilter, DlqScanner
-from pipelines.topics import H_ERROR_REASON, H_ERROR_STAGE, H_EVENT_ID, ensure_topics
+from pipelines.core.config import KafkaSettings
+from pipelines.core.topics import H_ERROR_REASON, H_ERROR_STAGE, H_EVENT_ID, ensure_topics
+from pipelines.dlq.read import DlqFilter, DlqScanner
 from tests.reliability.hostile import HostileEvent, generate
 from tests.reliability.results import ScenarioResult, record_result
 from tests.services import Services

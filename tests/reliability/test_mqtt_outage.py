@@ -34,7 +34,7 @@ import pytest
 from paho.mqtt.client import Client, MQTTMessageInfo
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
 from pipelines.devbroker import free_port
 from tests.reliability.chaos import ROOT, TYPE, VERTICAL, ChaosPlan, checksum, stored_versions
 from tests.reliability.outage import end_offset, report, wait_for

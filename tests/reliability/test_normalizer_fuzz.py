@@ -10,8 +10,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.errors import InvalidRecordError
-from pipelines.records import RawMeta, normalize
+from pipelines.core.errors import InvalidRecordError
+from pipelines.core.records import RawMeta, normalize
 
 META = RawMeta("shop", "product", "http", "ing-1", "ev-1", "2026-01-02T03:04:05.000000Z")
 FIELDS = (

@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from pipelines.config import KafkaSettings, load
+from pipelines.core.config import KafkaSettings, load
 from tests.reliability.http_app import (
     VERTICAL,
     WEBHOOK_SECRET,
@@ -103,8 +103,8 @@ def served(
 
 def _known_ingestion() -> str:
     """An ingestion of the vertical, as the errors sink stores its summary."""
-    from sinks.ingestions import SQLiteIngestionsSink
-    from sinks.sqlite import SQLiteSinkSettings
+    from sinks.sqlite.ingestions import SQLiteIngestionsSink
+    from sinks.sqlite.sink import SQLiteSinkSettings
 
     sink = SQLiteIngestionsSink(load(SQLiteSinkSettings))
     sink.setup()

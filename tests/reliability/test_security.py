@@ -1,14 +1,14 @@
 """Security checks, one test each (issue 9). Checks that already have a test elsewhere are
 listed here with it, not repeated:
 
-* webhook replay window: tests/sources/test_http_webhooks.py
+* webhook replay window: tests/sources/http/test_webhooks.py
   ``test_an_old_or_future_timestamp_is_refused_as_a_replay`` and
   ``test_a_required_timestamp_must_be_there``;
-* per-key rate limits: tests/sources/test_http_limits.py (per client, webhooks and
+* per-key rate limits: tests/sources/http/test_limits.py (per client, webhooks and
   WebSocket messages included);
 * body size limits: tests/reliability/test_bad_inputs.py (a streamed 100 MB body is a 413
-  ``body_too_large``) and tests/sources/test_http_single.py;
-* API keys stored only hashed: tests/sources/test_auth.py
+  ``body_too_large``) and tests/sources/http/test_single.py;
+* API keys stored only hashed: tests/sources/http/test_auth.py
   ``test_a_created_key_verifies_and_is_stored_only_hashed`` (and, with the service's own
   log, below);
 * scopes enforced on every route and WebSocket, before the request is validated:
@@ -33,10 +33,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
+from pipelines.core.records import check_identifier
 from pipelines.devbroker import free_port
-from pipelines.records import check_identifier
-from sources import auth, http_webhooks
+from sources.http import auth
+from sources.http import webhooks as http_webhooks
 from tests.reliability.http_app import WEBHOOK_SECRET, capture_app, make_keys
 from tests.services import Services
 
@@ -47,7 +48,7 @@ HOSTILE = 'a"; drop table x; --'
 
 def _qanat(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
+        [sys.executable, "-m", "pipelines.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -178,7 +179,7 @@ def _check_sink(sink: Any, read_rows: Any) -> None:
 
 
 def test_hostile_values_are_stored_verbatim_by_the_sqlite_sink(tmp_path: Path) -> None:
-    from sinks.sqlite import SQLiteSink, SQLiteSinkSettings
+    from sinks.sqlite.sink import SQLiteSink, SQLiteSinkSettings
     from tests.sinks.conformance import ListDeadLetters
 
     sink = SQLiteSink(SQLiteSinkSettings(path=tmp_path / "q.db"), dead_letters=ListDeadLetters())
@@ -200,9 +201,9 @@ def test_hostile_values_are_stored_verbatim_by_the_postgres_sink(postgres_dsn: s
     import psycopg
     from psycopg import sql
 
-    from sinks.postgres import PostgresSink
+    from sinks.postgres.sink import PostgresSink
     from tests.sinks.conformance import ListDeadLetters
-    from tests.sinks.test_postgres import pg_settings, read_table
+    from tests.sinks.postgres.test_sink import pg_settings, read_table
 
     table = f"sec_{uuid.uuid4().hex[:10]}"
     sink = PostgresSink(pg_settings(postgres_dsn, table), dead_letters=ListDeadLetters())
@@ -220,7 +221,7 @@ def test_sinks_build_sql_with_quoted_identifiers_only() -> None:
         code = path.read_text()
         assert "sql.Identifier(" in code or "sql.Composed" in code, path
         assert 'execute(f"' not in code and "execute(f'" not in code, path
-    from sinks import sqlite
+    from sinks.sqlite import sink as sqlite
 
     assert sqlite._q(HOSTILE) == '"a""; drop table x; --"'
     for statement in sqlite.ddl(HOSTILE):  # the hostile name only ever inside quotes
@@ -234,9 +235,9 @@ def test_sinks_build_sql_with_quoted_identifiers_only() -> None:
 
 
 def test_secrets_are_never_printed_in_config_dumps_logs_or_docs(tmp_path: Path) -> None:
-    from pipelines.config import load
-    from sinks.postgres import PostgresSinkSettings
-    from sources.http import HttpSourceSettings
+    from pipelines.core.config import load
+    from sinks.postgres.settings import PostgresSinkSettings
+    from sources.http.settings import HttpSourceSettings
 
     secret = "Sup3r-s3cret-Value-42"
     dsn = f"postgresql://qanat:{secret}@127.0.0.1:1/nowhere"

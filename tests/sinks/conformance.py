@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from quixstreams.sinks import SinkBackpressureError
 
-from pipelines.topics import record_key
+from pipelines.core.topics import record_key
 from sinks.base import DeadLetter, UpsertSink
 
 TOPIC = "qanat.records"

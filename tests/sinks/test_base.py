@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from quixstreams.sinks import SinkBackpressureError
 
-from pipelines.config import KafkaSettings
-from pipelines.errors import FatalError, RetriableError
+from pipelines.core.config import KafkaSettings
+from pipelines.core.errors import FatalError, RetriableError
 from sinks.base import DeadLetter, KafkaDeadLetters, LoggingDeadLetters, newest_per_key, to_row
-from sinks.sqlite import SQLiteSink, SQLiteSinkSettings
+from sinks.sqlite.sink import SQLiteSink, SQLiteSinkSettings
 from tests.sinks.conformance import T0, T1, ListDeadLetters, deliver, record
 
 

@@ -20,13 +20,13 @@ from quixstreams.sinks import SinkBackpressureError
 from typer.testing import CliRunner
 
 import sinks.errors
-import sinks.errors_sqlite
-from pipelines.cli import app
-from pipelines.dlq import dead_letter_headers
-from pipelines.topics import Headers, encode_headers
+import sinks.sqlite.errors
+from pipelines.cli.main import app
+from pipelines.core.deadletter import dead_letter_headers
+from pipelines.core.topics import Headers, encode_headers
 from sinks.errors import ErrorsSink, ErrorsSinkSettings, ErrorStore
-from sinks.errors_sqlite import SQLiteErrorsSink, SQLiteErrorStore, init_db
-from sinks.sqlite import SQLiteSinkSettings
+from sinks.sqlite.errors import SQLiteErrorsSink, SQLiteErrorStore, init_db
+from sinks.sqlite.sink import SQLiteSinkSettings
 
 DLQ = "qanat.dlq"
 T0 = "2026-01-01T00:00:00.000000Z"
@@ -41,7 +41,7 @@ def letter_headers(
     replay_count: int = 2,
     offset: int = 41,
 ) -> Headers:
-    """The headers of a dead letter as a stage writes them (pipelines.dlq)."""
+    """The headers of a dead letter as a stage writes them (pipelines.core.deadletter)."""
     contract = {
         "qanat.vertical": "shop",
         "qanat.type": "product",
@@ -304,7 +304,7 @@ def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    for module in (sinks.errors, sinks.errors_sqlite):
+    for module in (sinks.errors, sinks.sqlite.errors):
         assert doctest.testmod(module).failed == 0
 
 

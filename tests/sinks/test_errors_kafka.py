@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from pipelines.config import CoreSettings, KafkaSettings
-from pipelines.quixapp import quix_application
-from sinks.errors_sqlite import SQLiteErrorsSink, SQLiteErrorStore
-from sinks.sqlite import SQLiteSinkSettings
+from pipelines.core.config import CoreSettings, KafkaSettings
+from pipelines.core.quixapp import quix_application
+from sinks.sqlite.errors import SQLiteErrorsSink, SQLiteErrorStore
+from sinks.sqlite.sink import SQLiteSinkSettings
 from tests.sinks.test_errors import DETAILS, T0, letter_headers
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from pipelines.config import CoreSettings, KafkaSettings
-from pipelines.quixapp import quix_application
-from pipelines.topics import record_key
+from pipelines.core.config import CoreSettings, KafkaSettings
+from pipelines.core.quixapp import quix_application
+from pipelines.core.topics import record_key
 from sinks.base import DeadLetter, KafkaDeadLetters
-from sinks.sqlite import SQLiteSink, SQLiteSinkSettings
+from sinks.sqlite.sink import SQLiteSink, SQLiteSinkSettings
 from tests.kafka_helpers import consume
 from tests.sinks.conformance import record
 

@@ -1,4 +1,4 @@
-"""The HTTP service as ``qanat source http`` runs it (:func:`sources.http_server.server_config`),
+"""The HTTP service as ``qanat source http`` runs it (:func:`sources.http.server.server_config`),
 in a thread on a free port, for the edge tests: raw sockets, WebSocket clients."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from pipelines.devbroker import free_port
-from sources.http import HttpSourceSettings
-from sources.http_server import server_config
+from sources.http.server import server_config
+from sources.http.settings import HttpSourceSettings
 
 
 @contextmanager

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import KafkaSettings
-from sources.files import FileImporter, FileImportSettings, ImportReport, Progress
-from sources.files_delivery import Delivery, Saver
-from sources.files_readers import CsvReader, Position, ReadOptions
-from sources.files_run import Run
-from sources.files_state import Checkpoint, fingerprint
+from pipelines.core.config import KafkaSettings
+from sources.files.delivery import Delivery, Saver
+from sources.files.readers import CsvReader, Position, ReadOptions
+from sources.files.run import Run
+from sources.files.source import FileImporter, FileImportSettings, ImportReport, Progress
+from sources.files.state import Checkpoint, fingerprint
 
 
 class RecordingProducer:

@@ -22,9 +22,9 @@ from confluent_kafka import Consumer
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
 from pipelines.devbroker import free_port
-from sources.mqtt import MqttSource, MqttSourceSettings
+from sources.mqtt.source import MqttSource, MqttSourceSettings
 from tests.kafka_helpers import Landed
 
 

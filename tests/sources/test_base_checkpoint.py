@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 from quixstreams.sources.base.exceptions import SourceException
 
-from pipelines.config import CoreSettings, KafkaSettings
+from pipelines.core.config import CoreSettings, KafkaSettings
 from sources.rest import RestSettings, RestSource
 from sources.runner import run_sources
 from tests.kafka_helpers import consume

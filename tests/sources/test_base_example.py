@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipelines.config import KafkaSettings
+from pipelines.core.config import KafkaSettings
 from tests.kafka_helpers import consume
 from tests.sources.pull_server import PullServer, Reply, pull_server
 

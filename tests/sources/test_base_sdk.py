@@ -14,8 +14,8 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from pipelines.errors import RetriableError
-from pipelines.topics import TopicNames
+from pipelines.core.errors import RetriableError
+from pipelines.core.topics import TopicNames
 from sources.base import Page, PullSource, PullSourceSettings, get_path
 from sources.retry import (
     BadDataError,
@@ -159,7 +159,7 @@ def test_connectors_are_found_by_kind_or_module_path() -> None:
 
 
 def test_every_pull_connector_setting_has_a_description() -> None:
-    from pipelines.configdoc_pull import flatten, pull_connector_models
+    from pipelines.cli.configdoc_pull import flatten, pull_connector_models
 
     for kind, model in pull_connector_models():
         missing = [key for key, info, _ in flatten(model) if not info.description]

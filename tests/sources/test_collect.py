@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipelines.cli import app
-from pipelines.config import KafkaSettings
+from pipelines.cli.main import app
+from pipelines.core.config import KafkaSettings
 from pipelines.devbroker import free_port
 from tests.kafka_helpers import consume
 from tests.services import Services

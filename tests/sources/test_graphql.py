@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pipelines.errors import FatalError
-from pipelines.topics import TopicNames
+from pipelines.core.errors import FatalError
+from pipelines.core.topics import TopicNames
 from sources.graphql import GraphQLSettings, GraphQLSource
 from tests.sources.pull_routes import serve_graphql
 from tests.sources.pull_server import Reply, catalog_of, pull_server

@@ -14,9 +14,9 @@ import neo4j
 import orjson
 import pytest
 
-from pipelines.config import CoreSettings, KafkaSettings
-from pipelines.errors import FatalError, RetriableError
-from pipelines.topics import TopicNames
+from pipelines.core.config import CoreSettings, KafkaSettings
+from pipelines.core.errors import FatalError, RetriableError
+from pipelines.core.topics import TopicNames
 from sources.base import Page
 from sources.neo4j import Neo4jSource, Neo4jSourceSettings
 from sources.runner import run_sources

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.topics import TopicNames
+from pipelines.core.topics import TopicNames
 from sources.rest import RestSettings, RestSource
 from tests.sources.pull_routes import PAGE, TOKEN, serve_rest
 from tests.sources.pull_server import Reply, catalog_of, pull_server
@@ -125,7 +125,7 @@ def test_bad_page_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_unauthorized_is_fatal() -> None:
-    from pipelines.errors import FatalError
+    from pipelines.core.errors import FatalError
 
     with pull_server() as server:
         serve_rest(server, catalog_of(3))

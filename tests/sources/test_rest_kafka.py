@@ -11,7 +11,7 @@ import orjson
 import pytest
 from quixstreams.sources.base.exceptions import SourceException
 
-from pipelines.config import CoreSettings, KafkaSettings
+from pipelines.core.config import CoreSettings, KafkaSettings
 from sources.rest import RestSettings, RestSource
 from sources.runner import run_sources
 from tests.kafka_helpers import consume

@@ -1,0 +1,6 @@
+"""Dead-letter tooling: reading and filtering (read), the replay state topic (state), dry-run
+and replay (replay), export and import (export), purge, and background jobs (jobs).
+
+It imports pipelines.core and the transform (a dry run re-validates with the transform's own
+code), never sources, sinks, the control plane or the CLI.
+"""
