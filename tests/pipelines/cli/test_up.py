@@ -24,7 +24,7 @@ from sinks.sqlite.errors import SQLiteErrorStore
 from sinks.sqlite.sink import SQLiteSinkSettings
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _qanat(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

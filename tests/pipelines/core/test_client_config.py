@@ -17,7 +17,7 @@ import pytest
 
 from pipelines.core.config import CoreSettings, KafkaSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECURITY = {
     "security.protocol": "SASL_SSL",
     "sasl.mechanisms": "PLAIN",
@@ -122,7 +122,7 @@ def test_quix_applications_get_the_security_settings(tmp_path: Path) -> None:
 def _client_calls() -> list[tuple[str, str, ast.Call]]:
     found = []
     for package in ("pipelines", "sources", "sinks"):
-        for path in sorted((ROOT / package).glob("*.py")):
+        for path in sorted((ROOT / package).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for function in ast.walk(tree):
                 if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):

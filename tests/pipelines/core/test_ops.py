@@ -38,7 +38,7 @@ from sinks.postgres.settings import PostgresSinkSettings
 from sinks.postgres.sink import PostgresSink
 from sinks.sqlite.sink import SQLiteSink, SQLiteSinkSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _fail() -> None:

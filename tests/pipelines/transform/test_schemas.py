@@ -64,5 +64,5 @@ def test_every_bad_schema_file_is_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_project_example_schemas_load() -> None:
-    root = Path(__file__).resolve().parents[2] / "schemas"
+    root = Path(__file__).resolve().parents[3] / "schemas"
     assert len(SchemaStore.from_directory(root)) >= 1

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 
 from pipelines.transform.schemas import SchemaStore, compiled_check, json_path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 KEYS = ["name", "price", "a", "b", "c", "tags", "kind", "n", "x-1", "é", "", "source_id"]
 
 TRICKY: dict[str, dict[str, Any]] = {
