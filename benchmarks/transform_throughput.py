@@ -44,7 +44,8 @@ from pipelines.core.quixapp import quix_application
 from pipelines.core.records import RawEvent, RawMeta, new_id, now, raw_event
 from pipelines.core.topics import ensure_topics
 from pipelines.transform.schemas import SchemaStore
-from pipelines.transform.stage import Transformer, TransformSettings, build_transform_app
+from pipelines.transform.stage import TransformSettings, build_transform_app
+from pipelines.transform.transformer import Transformer
 
 logger = logging.getLogger(__name__)
 

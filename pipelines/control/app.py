@@ -35,12 +35,8 @@ from pipelines.control.records import (
 )
 from pipelines.core.config import KafkaSettings
 from pipelines.core.httperrors import bad_identifiers, error_response, json_response, responses
-from pipelines.transform.registry import (
-    InvalidSchemaError,
-    RegistryUnavailableError,
-    SchemaRegistry,
-    SchemaVersion,
-)
+from pipelines.transform.registry import InvalidSchemaError, SchemaRegistry
+from pipelines.transform.schematopic import RegistryUnavailableError, SchemaVersion
 
 __all__ = ["control_router", "error_response"]
 

@@ -18,7 +18,7 @@ error in ``qanat.replay.last_error`` (:func:`pipelines.core.deadletter.replay_he
 * A dead letter whose value was truncated to fit the DLQ (``qanat.error.truncated``) is
   skipped and counted: its bytes are no longer the event's.
 * Dry run: each dead letter, with the headers it would be republished with, goes through
-  the transform's own :meth:`pipelines.transform.stage.Transformer.process` with the schemas
+  the transform's own :meth:`pipelines.transform.transformer.Transformer.process` with the schemas
   registered now; nothing is written.
 
 >>> Pacer(None).wait()
@@ -163,7 +163,7 @@ def current_schemas(kafka: KafkaSettings, timeout: float = 15.0) -> SchemaStore:
 class Verdict:
     """The transform's decision on a replayed dead letter: None (it would pass) or why not.
 
-    ``transformer`` is a :class:`pipelines.transform.stage.Transformer` built like the running
+    ``transformer`` is a :class:`pipelines.transform.transformer.Transformer` built like the running
     transform's (same schemas, limits and schemaless policy)."""
 
     def __init__(self, transformer: Any, raw_topic: str) -> None:
@@ -182,7 +182,8 @@ def transform_verdict(kafka: KafkaSettings, settings: Any = None) -> Verdict:
     """A :class:`Verdict` with the schemas registered now and the transform's settings
     (``settings``: a TransformSettings; default: loaded from the environment)."""
     from pipelines.core.config import load
-    from pipelines.transform.stage import Transformer, TransformSettings
+    from pipelines.transform.stage import TransformSettings
+    from pipelines.transform.transformer import Transformer
 
     settings = settings or load(TransformSettings)
     transformer = Transformer(

@@ -1,10 +1,9 @@
-"""The schema registry: every version of every JSON Schema, in the compacted schemas topic.
+"""The schema registry: every version of every JSON Schema, in the compacted schemas topic
+(its keys, values and reader are :mod:`pipelines.transform.schematopic`).
 
-One message per proposed version, keyed ``{vertical}/{type}/{version:08d}/{proposal}``
-(distinct keys, so compaction keeps them all, in order), valued ``{"vertical", "type",
-"version", "schema", "registered_at"}``. :class:`SchemaRegistry` reads and writes it (the
-CLI, the control plane); :class:`SchemaFollower` keeps a transform replica's
-:class:`SchemaStore` current, so a new version is in use within seconds, without a restart.
+:class:`SchemaRegistry` reads and writes it (the CLI, the control plane);
+:class:`SchemaFollower` keeps a transform replica's :class:`SchemaStore` current, so a new
+version is in use within seconds, without a restart.
 
 Two writers may propose the same version at once (two control-plane replicas): the topic
 has one partition, so its order decides. The first record of a version wins, for every
@@ -15,50 +14,38 @@ warning.
 
 Neither commits offsets: each reads the whole topic from the beginning with assign + seek.
 
->>> schema_key("shop", "product", 3)
-'shop/product/00000003'
+>>> error = InvalidSchemaError([{"path": "$.type", "message": "not a known type"}])
+>>> str(error)
+'not a valid JSON Schema: 1 error(s), first at $.type: not a known type'
+>>> isinstance(SchemaConflictError("taken"), RegistryUnavailableError)
+True
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import KafkaError, Message, Producer
 
 from pipelines.core.config import KafkaSettings
-from pipelines.core.errors import FatalError, QanatError
+from pipelines.core.errors import QanatError
 from pipelines.core.records import check_identifier, now
 from pipelines.core.topics import ensure_topics
 from pipelines.transform.schemas import SchemaKey, SchemaStore, read_schema_files, schema_errors
+from pipelines.transform.schematopic import (
+    RegistryUnavailableError,
+    SchemaVersion,
+    TopicReader,
+    parse_message,
+    proposal_key,
+)
 
 logger = logging.getLogger(__name__)
-
-
-def schema_key(vertical: str, type_: str, version: int) -> str:
-    """The key prefix of one version's proposals (a whole key before proposals had ids)."""
-    return f"{vertical}/{type_}/{version:08d}"
-
-
-def proposal_key(vertical: str, type_: str, version: int, proposal: str) -> str:
-    """The message key of one proposal: distinct per writer and attempt, so compaction
-    never replaces the first proposal of a version by a later one."""
-    return f"{schema_key(vertical, type_, version)}/{proposal}"
 
 
 def _canonical(schema: Any) -> bytes:
@@ -78,148 +65,9 @@ class InvalidSchemaError(QanatError, ValueError):
         self.errors = errors
 
 
-class RegistryUnavailableError(FatalError):
-    """The schemas topic could not be read or written in time."""
-
-
 class SchemaConflictError(RegistryUnavailableError):
     """Other writers took every version this writer proposed; nothing of it is in use.
     Like an unavailable topic, worth a retry (the control plane answers 503)."""
-
-
-@dataclass(frozen=True)
-class SchemaVersion:
-    """One registered version, as stored in the topic."""
-
-    vertical: str
-    type: str
-    version: int
-    schema: dict[str, Any]
-    registered_at: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "vertical": self.vertical,
-            "type": self.type,
-            "version": self.version,
-            "schema": self.schema,
-            "registered_at": self.registered_at,
-        }
-
-    @classmethod
-    def from_message(cls, value: bytes) -> SchemaVersion:
-        """Parse a message value; raises ValueError (or a subclass) when it is not one."""
-        data = orjson.loads(value)
-        if not isinstance(data, dict) or not isinstance(data.get("schema"), dict):
-            raise ValueError("not a schema version object")
-        version = data["version"]
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise ValueError(f"bad version {version!r}")
-        return cls(
-            check_identifier("vertical", data["vertical"]),
-            check_identifier("type", data["type"]),
-            version,
-            data["schema"],
-            str(data.get("registered_at", "")),
-        )
-
-
-def _reader(kafka: KafkaSettings) -> Consumer:
-    # librdkafka wants a group id even for assign(); nothing is ever committed with it.
-    return Consumer(
-        kafka.client(
-            **{
-                "group.id": f"{kafka.topic_prefix}.schemas-reader-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            }
-        )
-    )
-
-
-class _TopicReader:
-    """Reads the schemas topic from the beginning, then onwards, one partition or more."""
-
-    def __init__(self, kafka: KafkaSettings, timeout: float) -> None:
-        self.topic = kafka.topics.schemas
-        self.timeout = timeout
-        self.consumer = _reader(kafka)
-        metadata = self.consumer.list_topics(self.topic, timeout=timeout)
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            self.consumer.close()
-            raise RegistryUnavailableError(f"no topic {self.topic}: {topic and topic.error}")
-        self.partitions = sorted(topic.partitions)
-        self.next = dict.fromkeys(self.partitions, 0)
-        self.consumer.assign(
-            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions]
-        )
-
-    def end_offsets(self) -> dict[int, int]:
-        ends = {}
-        for partition in self.partitions:
-            tp = TopicPartition(self.topic, partition)
-            _low, high = self.consumer.get_watermark_offsets(tp, self.timeout, cached=False)
-            ends[partition] = high
-        return ends
-
-    def behind(self, ends: dict[int, int]) -> bool:
-        return any(self.next[p] < end for p, end in ends.items())
-
-    def poll(self, timeout: float) -> Message | None:
-        """The next data message, or None; an end-of-partition event advances ``next``."""
-        message = self.consumer.poll(timeout)
-        if message is None:
-            return None
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                partition = message.partition() or 0
-                self.next[partition] = max(self.next[partition], message.offset() or 0)
-            else:
-                logger.warning("reading %s: %s", self.topic, error)
-            return None
-        partition, offset = message.partition() or 0, message.offset() or 0
-        self.next[partition] = max(self.next[partition], offset + 1)
-        return message
-
-    def until_end(self) -> Iterator[Message]:
-        """Every message up to the end offsets as of now; raises when that takes too long."""
-        deadline = time.monotonic() + self.timeout
-        while True:  # a topic created a moment ago may have no leader yet
-            try:
-                ends = self.end_offsets()
-                break
-            except KafkaException as exc:
-                if time.monotonic() > deadline:
-                    raise RegistryUnavailableError(f"cannot read {self.topic}: {exc}") from None
-                time.sleep(0.2)
-        while self.behind(ends):
-            if time.monotonic() > deadline:
-                raise RegistryUnavailableError(
-                    f"cannot read {self.topic} to its end within {self.timeout}s"
-                )
-            message = self.poll(0.2)
-            if message is not None:
-                yield message
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def _parse(message: Message) -> tuple[str, SchemaVersion | None] | None:
-    """(key, version or None for a tombstone), or None for a message that is not ours."""
-    key = (message.key() or b"").decode("utf-8", "replace")
-    value = message.value()
-    if value is None:
-        return key, None
-    try:
-        return key, SchemaVersion.from_message(value)
-    except Exception as exc:  # whatever is in the topic, the readers go on
-        logger.warning("skipping schemas message %r at offset %s: %s", key, message.offset(), exc)
-        return None
 
 
 class SchemaRegistry:
@@ -230,7 +78,7 @@ class SchemaRegistry:
         self.timeout = timeout
         self.attempts = attempts
         self._lock = threading.Lock()
-        self._reader: _TopicReader | None = None
+        self._reader: TopicReader | None = None
         self._producer: Producer | None = None
         self._versions: dict[SchemaKey, dict[int, SchemaVersion]] = {}
         self._keys: dict[tuple[str, str, int], str] = {}  # the accepted record's key
@@ -251,9 +99,9 @@ class SchemaRegistry:
                 self.kafka.replication_factor,
                 timeout=self.timeout,
             )
-            self._reader = _TopicReader(self.kafka, self.timeout)
+            self._reader = TopicReader(self.kafka, self.timeout)
         for message in self._reader.until_end():
-            parsed = _parse(message)
+            parsed = parse_message(message)
             if parsed is None:
                 continue
             key, found = parsed
@@ -419,7 +267,7 @@ class SchemaFollower:
             self._thread.join(self.timeout)
 
     def _apply(self, message: Message) -> None:
-        parsed = _parse(message)
+        parsed = parse_message(message)
         if parsed is None:
             return
         key, found = parsed
@@ -444,11 +292,11 @@ class SchemaFollower:
         logger.info("schema %s/%s now at version %d", found.vertical, found.type, found.version)
 
     def _run(self) -> None:
-        reader: _TopicReader | None = None
+        reader: TopicReader | None = None
         while not self._stopping.is_set():
             try:
                 if reader is None:
-                    reader = _TopicReader(self.kafka, self.timeout)
+                    reader = TopicReader(self.kafka, self.timeout)
                 if not self.ready.is_set():
                     for message in reader.until_end():
                         self._apply(message)

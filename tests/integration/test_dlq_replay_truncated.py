@@ -13,7 +13,7 @@ from pipelines.core.config import KafkaSettings
 from pipelines.core.records import RawMeta
 from pipelines.core.topics import H_ERROR_TRUNCATED, ensure_topics
 from pipelines.transform.schemas import SchemaStore
-from pipelines.transform.stage import Transformer
+from pipelines.transform.transformer import Transformer
 from tests.pipelines.core.test_deadletter import dlq
 
 pytestmark = pytest.mark.integration

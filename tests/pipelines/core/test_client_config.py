@@ -57,6 +57,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         "sinks.base",
         "sinks.deadletters",
         "pipelines.transform.registry",
+        "pipelines.transform.schematopic",
     ):
         for name in CLIENTS:
             monkeypatch.setattr(f"{module}.{name}", Recorder, raising=False)
@@ -67,14 +68,14 @@ def test_every_client_factory_passes_client_config(recorded: list[dict[str, Any]
     from pipelines.cli.ops import describe_topics
     from pipelines.core.ops import KafkaCheck, LagMonitor
     from pipelines.core.topics import ensure_topics
-    from pipelines.transform import registry
+    from pipelines.transform import schematopic
     from sinks.base import KafkaDeadLetters
     from sources.publisher import KafkaPublisher
 
     kafka = KafkaSettings(bootstrap_servers="broker.example:9092", client_config=SECURITY)
     KafkaPublisher(kafka).close()
     KafkaDeadLetters(kafka)._get_producer()
-    registry._reader(kafka)
+    schematopic._reader(kafka)
     with pytest.raises(Exception):  # noqa: B017 - the fake admin returns no futures
         ensure_topics(kafka.client(), kafka.topics, 1, 1)
     with pytest.raises(Exception):  # noqa: B017 - the fake metadata has no brokers
@@ -90,7 +91,8 @@ def test_every_client_factory_passes_client_config(recorded: list[dict[str, Any]
 
 
 def test_the_registry_producer_passes_client_config(recorded: list[dict[str, Any]]) -> None:
-    from pipelines.transform.registry import SchemaRegistry, SchemaVersion
+    from pipelines.transform.registry import SchemaRegistry
+    from pipelines.transform.schematopic import SchemaVersion
 
     kafka = KafkaSettings(bootstrap_servers="broker.example:9092", client_config=SECURITY)
     entry = SchemaVersion("shop", "product", 1, {"type": "object"}, "2026-01-01T00:00:00Z")

@@ -22,7 +22,7 @@ from pipelines.core.records import RawMeta
 from pipelines.dlq.export import export_line, parse_line, read_import
 from pipelines.dlq.read import DeadLetter, DlqFilter, DlqScanner, parse_when
 from pipelines.transform.schemas import SchemaStore
-from pipelines.transform.stage import Transformer
+from pipelines.transform.transformer import Transformer
 from tests.kafka_helpers import consume
 
 SCHEMA = {"type": "object", "properties": {"price": {"type": "number"}}}

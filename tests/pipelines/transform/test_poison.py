@@ -12,8 +12,9 @@ import pytest
 from pipelines.core.deadletter import fit_dead_letter, message_size
 from pipelines.core.records import MAX_NESTING_DEPTH, RawMeta
 from pipelines.core.topics import H_ERROR_DETAILS, H_ERROR_TRUNCATED, decode_headers
+from pipelines.transform.lanes import REASON_CODES
 from pipelines.transform.schemas import SchemaStore
-from pipelines.transform.stage import REASON_CODES, Routed, Transformer
+from pipelines.transform.transformer import Routed, Transformer
 
 META = RawMeta("shop", "item", "http", "ing-1", "ev-1", "2026-01-02T03:04:05.000000Z")
 

@@ -16,9 +16,9 @@ from pipelines.transform.registry import (
     SchemaFollower,
     SchemaRegistry,
     follow_schemas,
-    schema_key,
 )
 from pipelines.transform.schemas import SchemaStore
+from pipelines.transform.schematopic import schema_key
 from tests.kafka_helpers import consume
 
 pytestmark = pytest.mark.integration

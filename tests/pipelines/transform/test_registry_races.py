@@ -18,14 +18,9 @@ import pytest
 from confluent_kafka import Producer
 
 from pipelines.core.config import KafkaSettings
-from pipelines.transform.registry import (
-    SchemaConflictError,
-    SchemaFollower,
-    SchemaRegistry,
-    SchemaVersion,
-    schema_key,
-)
+from pipelines.transform.registry import SchemaConflictError, SchemaFollower, SchemaRegistry
 from pipelines.transform.schemas import SchemaStore
+from pipelines.transform.schematopic import SchemaVersion, schema_key
 from tests.kafka_helpers import consume
 
 pytestmark = pytest.mark.integration

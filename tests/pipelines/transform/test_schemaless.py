@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from pipelines.core.records import RawMeta
 from pipelines.core.topics import decode_headers
 from pipelines.transform.schemas import SchemaStore
-from pipelines.transform.stage import NO_SCHEMA, Transformer, TransformSettings
+from pipelines.transform.stage import TransformSettings
+from pipelines.transform.transformer import NO_SCHEMA, Transformer
 
 META = RawMeta("shop", "product", "http", "ing-1", "ev-1", "2026-01-02T03:04:05.000000Z")
 OTHER = META._replace(type="review")

@@ -12,7 +12,7 @@ from pipelines.core.deadletter import MAX_DETAILS
 from pipelines.core.records import RawMeta
 from pipelines.core.topics import decode_headers
 from pipelines.transform.schemas import SchemaStore
-from pipelines.transform.stage import Transformer
+from pipelines.transform.transformer import Transformer
 
 META = RawMeta("shop", "product", "http", "ing-1", "ev-1", "2026-01-02T03:04:05.000000Z")
 SCHEMA = {

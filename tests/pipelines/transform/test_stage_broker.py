@@ -18,13 +18,10 @@ from prometheus_client import REGISTRY
 from pipelines.core.config import CoreSettings, KafkaSettings
 from pipelines.core.records import RawMeta
 from pipelines.core.topics import Headers
+from pipelines.transform.lanes import REASON_CODES
 from pipelines.transform.schemas import SchemaStore
-from pipelines.transform.stage import (
-    REASON_CODES,
-    Transformer,
-    TransformSettings,
-    build_transform_app,
-)
+from pipelines.transform.stage import TransformSettings, build_transform_app
+from pipelines.transform.transformer import Transformer
 from tests.kafka_helpers import Landed, consume
 
 pytestmark = pytest.mark.integration
