@@ -39,8 +39,9 @@ from starlette.concurrency import run_in_threadpool
 from pipelines.control.app import error_response
 from pipelines.core.config import KafkaSettings
 from pipelines.core.errors import QanatError
+from pipelines.dlq.filters import DlqFilter, parse_header_matches, parse_when
 from pipelines.dlq.jobs import JobConflictError, ReplayJobs
-from pipelines.dlq.read import DlqFilter, DlqScanner, parse_header_matches, parse_when
+from pipelines.dlq.read import DlqScanner
 from pipelines.dlq.replay import ReplayOptions
 from pipelines.dlq.state import DlqState
 

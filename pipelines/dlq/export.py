@@ -35,7 +35,7 @@ from pipelines.core.config import KafkaSettings
 from pipelines.core.deadletter import replay_count, replay_headers
 from pipelines.core.errors import FatalError
 from pipelines.core.topics import H_REPLAY_COUNT, Headers
-from pipelines.dlq.read import DeadLetter, text_or_base64, value_for_json
+from pipelines.dlq.letter import DeadLetter, text_or_base64, value_for_json
 from pipelines.dlq.replay import ReplaySummary, Verdict
 
 

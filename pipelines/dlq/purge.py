@@ -27,7 +27,8 @@ from confluent_kafka.admin import AdminClient
 from pipelines.core.config import KafkaSettings
 from pipelines.core.errors import FatalError, RetriableError
 from pipelines.core.records import now
-from pipelines.dlq.read import DlqFilter, DlqScanner, Positions
+from pipelines.dlq.filters import DlqFilter
+from pipelines.dlq.read import DlqScanner, Positions
 from pipelines.dlq.state import DlqState, PurgeRule, write_state
 
 Position = tuple[int, int]

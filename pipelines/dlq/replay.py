@@ -49,7 +49,9 @@ from pipelines.core.topics import (
     Headers,
     decode_headers,
 )
-from pipelines.dlq.read import DeadLetter, DlqFilter, DlqScanner
+from pipelines.dlq.filters import DlqFilter
+from pipelines.dlq.letter import DeadLetter
+from pipelines.dlq.read import DlqScanner
 from pipelines.dlq.state import DlqState, ReplayCheckpoint
 from pipelines.transform.schemas import SchemaStore
 
@@ -330,11 +332,8 @@ class _Transaction:
 
     def run(self, scanner: DlqScanner, ranges: dict[int, range], total: int) -> None:
         # The loop runs once per dead letter: what it uses is bound to locals.
-        replayer, summary, positions = (
-            self.replayer,
-            self.replayer.summary,
-            self.checkpoint.positions,
-        )
+        replayer = self.replayer
+        summary, positions = replayer.summary, self.checkpoint.positions
         classify, produce, pace = replayer.classify, self._produce, self.pacer.interval > 0
         every, most, stop = replayer.commit_seconds, replayer.commit_messages, replayer.stop
         try:

@@ -40,7 +40,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pipelines.core.config import KafkaSettings
 from pipelines.core.errors import FatalError
 from pipelines.core.records import now
-from pipelines.dlq.read import DeadLetter, DlqFilter, Positions
+from pipelines.dlq.filters import DlqFilter
+from pipelines.dlq.letter import DeadLetter
+from pipelines.dlq.read import Positions
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from confluent_kafka import Producer
 from pipelines.core.config import KafkaSettings
 from pipelines.core.records import RawMeta
 from pipelines.core.topics import ensure_topics
-from pipelines.dlq.read import DlqFilter, DlqScanner
+from pipelines.dlq.filters import DlqFilter
+from pipelines.dlq.read import DlqScanner
 from pipelines.dlq.state import DlqState
 from pipelines.transform.registry import SchemaRegistry
 from tests.integration.test_skeleton import _wait_for

@@ -20,7 +20,8 @@ from psycopg import sql
 
 from pipelines.core.config import KafkaSettings
 from pipelines.core.topics import H_ERROR_REASON, H_ERROR_STAGE, H_EVENT_ID, ensure_topics
-from pipelines.dlq.read import DlqFilter, DlqScanner
+from pipelines.dlq.filters import DlqFilter
+from pipelines.dlq.read import DlqScanner
 from tests.reliability.hostile import HostileEvent, generate
 from tests.reliability.results import ScenarioResult, record_result
 from tests.services import Services

@@ -20,7 +20,9 @@ from pipelines.core.config import KafkaSettings
 from pipelines.core.deadletter import replay_headers
 from pipelines.core.records import RawMeta
 from pipelines.dlq.export import export_line, parse_line, read_import
-from pipelines.dlq.read import DeadLetter, DlqFilter, DlqScanner, parse_when
+from pipelines.dlq.filters import DlqFilter, parse_when
+from pipelines.dlq.letter import DeadLetter
+from pipelines.dlq.read import DlqScanner
 from pipelines.transform.schemas import SchemaStore
 from pipelines.transform.transformer import Transformer
 from tests.kafka_helpers import consume

@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from pipelines.core.config import KafkaSettings
 from pipelines.dlq import state as dlq_state
-from pipelines.dlq.read import DlqFilter
+from pipelines.dlq.filters import DlqFilter
 from pipelines.dlq.state import DlqState, ReplayCheckpoint, write_state
 
 
