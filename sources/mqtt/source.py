@@ -9,14 +9,14 @@ headers, an event carries ``qanat.mqtt.topic`` and, when the topic names one,
 ``qanat.device_id``; it is keyed ``{vertical}/{type}/{device_id}`` when the payload has no
 ``source_id`` of its own, so a device's readings stay in order on one partition.
 
-Delivery: QoS 1 with manual acknowledgements. A message is acknowledged to the broker
-(PUBACK) only after Kafka acknowledged all of its events, in the order the messages
-arrived; the session is persistent (fixed client id, no clean start), so what was not
-acknowledged, and what was published while qanat was away, is delivered again when it
-reconnects. A crash loses nothing; a redelivery is an at-least-once duplicate that the
-idempotent upsert absorbs. Messages are grouped into one ingestion per vertical/type and
-``ingestion_window_s``; each ingestion's summary goes to the ingestions topic once all of
-its events are in Kafka.
+Delivery: QoS 1 with manual acknowledgements (the client: :mod:`sources.mqtt.client`). A
+message is acknowledged to the broker (PUBACK) only after Kafka acknowledged all of its
+events, in the order the messages arrived; the session is persistent (fixed client id, no
+clean start), so what was not acknowledged, and what was published while qanat was away,
+is delivered again when it reconnects. A crash loses nothing; a redelivery is an
+at-least-once duplicate that the idempotent upsert absorbs. Messages are grouped into one
+ingestion per vertical/type and ``ingestion_window_s``; each ingestion's summary goes to
+the ingestions topic once all of its events are in Kafka.
 
 >>> import asyncio                                                       # doctest: +SKIP
 >>> source = MqttSource(MqttSourceSettings(url="mqtt://127.0.0.1:1883"), KafkaSettings())
@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.core import metrics
 from pipelines.core.config import KafkaSettings
-from pipelines.core.errors import ConfigError, FatalError, RetriableError
+from pipelines.core.errors import FatalError, RetriableError
 from pipelines.core.records import RawEvent
 from sources.base import ingestion_summary
+from sources.mqtt.client import clean_start, connect_properties, new_client, subscriptions
 from sources.mqtt.events import SOURCE_NAME, Ingestion, IngestionWindows, message_events
 from sources.mqtt.settings import MqttSourceSettings, MqttTopic
 from sources.publisher import KafkaPublisher
@@ -120,8 +121,8 @@ class MqttSource:
             self.settings.host,
             self.settings.port,
             self.settings.keepalive_s,
-            clean_start=self._clean_start(),
-            properties=self._connect_properties(),
+            clean_start=clean_start(self.settings),
+            properties=connect_properties(self.settings),
         )
         client.loop_start()  # paho's thread: connects, reconnects with backoff, receives
         sealer = asyncio.create_task(self._seal_windows())
@@ -183,74 +184,16 @@ class MqttSource:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # --- the paho client ----------------------------------------------------------------
-
-    def _mqtt5(self) -> bool:
-        return self.settings.protocol == "5"
+    # --- the paho client (made by sources.mqtt.client) ---------------------------------
 
     def _make_client(self) -> Client:
-        from paho.mqtt.client import Client
-        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
-        settings = self.settings
-        client = Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            clean_session=None if self._mqtt5() else False,
-            protocol=MQTTProtocolVersion.MQTTv5 if self._mqtt5() else MQTTProtocolVersion.MQTTv311,
-            manual_ack=True,
-        )
-        client.enable_logger(logging.getLogger("paho.mqtt"))
-        client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)
-        if settings.username is not None:
-            password = settings.password.get_secret_value() if settings.password else None
-            client.username_pw_set(settings.username, password)
-        if settings.tls:
-            self._configure_tls(client)
+        client = new_client(self.settings)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
         return client
-
-    def _configure_tls(self, client: Client) -> None:
-        settings = self.settings
-        try:
-            client.tls_set(
-                ca_certs=str(settings.tls_ca_file) if settings.tls_ca_file else None,
-                certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
-                keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
-            )
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise ConfigError(f"QANAT_MQTT_TLS_*: cannot load the TLS files: {exc}") from None
-        client.tls_insecure_set(settings.tls_insecure)
-
-    def _clean_start(self) -> bool:
-        return self._mqtt5() and self.settings.session_expiry_s == 0
-
-    def _connect_properties(self) -> Properties | None:
-        if not self._mqtt5():
-            return None
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self.settings.session_expiry_s
-        properties.ReceiveMaximum = self.settings.max_inflight
-        return properties
-
-    def _subscriptions(self) -> list[tuple[str, Any]]:
-        from paho.mqtt.subscribeoptions import SubscribeOptions
-
-        filters = list(dict.fromkeys(topic.filter for topic in self.settings.topics))
-        if not self._mqtt5():
-            return [(topic_filter, self.settings.qos) for topic_filter in filters]
-        # Retained messages only on a new subscription, not again at every reconnection.
-        options = SubscribeOptions(
-            qos=self.settings.qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
-        )
-        return [(topic_filter, options) for topic_filter in filters]
 
     # --- paho callbacks: in paho's thread, handing over to the event loop ---------------
 
@@ -272,7 +215,7 @@ class MqttSource:
         if reason.is_failure:
             self._call_in_loop(self._refused, str(reason))
             return
-        client.subscribe(self._subscriptions())
+        client.subscribe(subscriptions(self.settings))
         self._call_in_loop(self._connected_now, flags.session_present)
 
     def _on_connect_fail(self, _client: Client, _userdata: Any) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+import sources.mqtt.client
 import sources.mqtt.events
 import sources.mqtt.settings
 import sources.mqtt.source
@@ -116,5 +117,10 @@ def test_ingestion_windows_seal_and_finish() -> None:
 
 
 def test_docstring_examples_run() -> None:
-    for module in (sources.mqtt.settings, sources.mqtt.events, sources.mqtt.source):
+    for module in (
+        sources.mqtt.settings,
+        sources.mqtt.events,
+        sources.mqtt.client,
+        sources.mqtt.source,
+    ):
         assert doctest.testmod(module).failed == 0, module.__name__
