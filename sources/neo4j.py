@@ -21,12 +21,13 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
 from pipelines.core.errors import FatalError, RetriableError
 from pipelines.core.topics import TopicNames
 from sources.base import Page, PullSource, PullSourceSettings
 from sources.cursor import decode_cursor_value, encode_cursor_value
+from sources.pull_settings import NonBlankStr
 
 logger = logging.getLogger(__name__)
 
@@ -51,25 +52,18 @@ class Neo4jSourceSettings(PullSourceSettings):
     username: str | None = Field(None, description="User name (none: no authentication).")
     password: SecretStr | None = Field(None, description="Password; in YAML best as ${ENV_VAR}.")
     database: str | None = Field(None, description="Database name (default: the server's).")
-    label: str = Field(description="Label of the nodes to read.", examples=["Product"])
-    cursor_property: str = Field(
+    label: NonBlankStr = Field(description="Label of the nodes to read.", examples=["Product"])
+    cursor_property: NonBlankStr = Field(
         description="Property that grows when a node changes: updated_at, or id.",
         examples=["updated_at"],
     )
-    key_property: str = Field(
+    key_property: NonBlankStr = Field(
         description="Unique property that orders nodes sharing a cursor value (and is the "
         "default source_id).",
         examples=["id"],
     )
     batch_size: int = Field(500, ge=1, le=100_000, description="Nodes per page (query).")
     connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to connect, at most.")
-
-    @field_validator("label", "cursor_property", "key_property")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
 
 def _native(value: Any) -> Any:

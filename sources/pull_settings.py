@@ -1,7 +1,8 @@
 """Settings every pull connector shares, and the dotted paths they use to find fields.
 
 A connector's settings model subclasses :class:`PullSourceSettings`, adding its own fields
-(each with a description; secrets as ``SecretStr``).
+(each with a description; secrets as ``SecretStr``); a name the connector puts in its
+queries (a table, a column, a label) is a :data:`NonBlankStr`.
 
 >>> settings = PullSourceSettings(kind="x", name="shop-api", vertical="shop", type="product",
 ...                               source_id_field="sku")
@@ -11,9 +12,16 @@ A connector's settings model subclasses :class:`PullSourceSettings`, adding its 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from pipelines.core.records import check_identifier
 from sources.retry import RetrySettings
@@ -43,6 +51,24 @@ def _index(part: str, length: int) -> int | None:
     if part.lstrip("-").isdigit() and -length <= int(part) < length:
         return int(part)
     return None
+
+
+def not_blank(value: str) -> str:
+    """``value``, unless it is empty or only white space (ValueError).
+
+    >>> not_blank("Product")
+    'Product'
+    >>> not_blank("  ")
+    Traceback (most recent call last):
+    ValueError: must not be empty
+    """
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+NonBlankStr = Annotated[str, AfterValidator(not_blank)]
+"""A settings field that must not be empty or blank (a table, column, label, property)."""
 
 
 class SourceSettings(BaseModel):

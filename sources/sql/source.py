@@ -32,6 +32,7 @@ from pipelines.core.errors import ConfigError
 from pipelines.core.topics import TopicNames
 from sources.base import Page, PullSource, PullSourceSettings
 from sources.cursor import decode_cursor_value, encode_cursor_value
+from sources.pull_settings import NonBlankStr
 from sources.sql.dialects import MysqlDialect, PostgresDialect, dialect_for
 
 logger = logging.getLogger(__name__)
@@ -46,15 +47,15 @@ class SqlSourceSettings(PullSourceSettings):
         "mysql://user:password@host:3306/db (also mariadb://); in YAML best as ${ENV_VAR}.",
         examples=["postgresql://reader:${PG_PASSWORD}@db:5432/shop"],
     )
-    table: str = Field(
+    table: NonBlankStr = Field(
         description="The table or view, optionally schema-qualified (schema.table).",
         examples=["products", "inventory.products"],
     )
-    cursor_column: str = Field(
+    cursor_column: NonBlankStr = Field(
         description="NOT NULL column that grows when a row changes: updated_at, or id.",
         examples=["updated_at", "id"],
     )
-    key_column: str = Field(
+    key_column: NonBlankStr = Field(
         description="Unique column that orders rows sharing a cursor value (and is the "
         "default source_id).",
         examples=["id"],
@@ -64,13 +65,6 @@ class SqlSourceSettings(PullSourceSettings):
     )
     batch_size: int = Field(500, ge=1, le=100_000, description="Rows per page (query).")
     connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to connect, at most.")
-
-    @field_validator("table", "cursor_column", "key_column")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
     @field_validator("dsn")
     @classmethod
