@@ -35,7 +35,8 @@ from benchmarks.common import (
     write_markdown,
     write_result,
 )
-from pipelines.devbroker import KAFKA_VERSION, LocalBroker, free_port
+from pipelines.devbroker import LocalBroker, free_port
+from pipelines.devbroker_jars import KAFKA_VERSION
 
 logger = logging.getLogger("benchmarks")
 

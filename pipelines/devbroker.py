@@ -1,8 +1,9 @@
 """The local development broker: the real Apache Kafka, single-node KRaft, on loopback.
 
 The broker jars come from Maven Central through ``mvn`` into a cache directory that is
-reused once filled; the broker runs as ``java -cp 'libs/*' kafka.Kafka`` in a data
-directory of its own. Tests, benchmarks and ``qanat up`` all use this class.
+reused once filled (:mod:`pipelines.devbroker_jars`); the broker runs as
+``java -cp 'libs/*' kafka.Kafka`` in a data directory of its own. Tests, benchmarks and
+``qanat up`` all use this class.
 
 >>> broker = LocalBroker(Path("/tmp/qanat-broker"), port=19092)   # doctest: +SKIP
 >>> broker.start()                                                 # doctest: +SKIP
@@ -15,7 +16,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -23,27 +23,17 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.core.errors import FatalError
 from pipelines.core.ports import free_port as free_port  # re-exported: tests and up use it
 from pipelines.core.ports import port_is_free as port_is_free
+from pipelines.devbroker_jars import (
+    DEFAULT_CACHE_DIR,
+    KAFKA_VERSION,
+    DevBrokerError,
+    fetch_kafka_libs,
+    require_tool,
+)
 
 logger = logging.getLogger(__name__)
-
-KAFKA_VERSION = "4.1.0"
-SCALA_VERSION = "2.13"
-DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qanat"
-
-_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>dev.qanat</groupId><artifactId>kafka-broker-libs</artifactId><version>1</version>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
-      <version>{version}</version>
-    </dependency>
-  </dependencies>
-</project>
-"""
 
 _LOG4J2 = """Configuration:
   status: warn
@@ -58,63 +48,6 @@ _LOG4J2 = """Configuration:
       AppenderRef:
         - ref: STDOUT
 """
-
-
-class DevBrokerError(FatalError):
-    """The local broker could not be fetched, started or stopped; the message says why."""
-
-
-def _require(tool: str, hint: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise DevBrokerError(f"{tool} not found on PATH: {hint}")
-    return path
-
-
-def fetch_kafka_libs(version: str = KAFKA_VERSION, cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
-    """Resolve kafka_2.13 and its runtime dependencies with Maven; return the libs dir."""
-    home = cache_dir / f"kafka-{SCALA_VERSION}-{version}"
-    libs = home / "libs"
-    if (home / ".complete").exists():
-        return libs
-    mvn = _require("mvn", "install Maven (Debian: apt-get install maven) to fetch Kafka")
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "pom.xml").write_text(_POM.format(scala=SCALA_VERSION, version=version))
-    staging = home / "libs.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    _mvn(
-        mvn,
-        home,
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={staging}",
-        "-DincludeScope=runtime",
-    )
-    # The published POM leaves out the SLF4J binding; match the log4j it resolved.
-    log4j = sorted(staging.glob("log4j-api-*.jar"))
-    if not log4j:
-        raise DevBrokerError(f"Maven resolved no log4j-api for Kafka {version}")
-    log4j_version = log4j[-1].name.removeprefix("log4j-api-").removesuffix(".jar")
-    _mvn(
-        mvn,
-        home,
-        "dependency:copy",
-        f"-Dartifact=org.apache.logging.log4j:log4j-slf4j-impl:{log4j_version}",
-        f"-DoutputDirectory={staging}",
-    )
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    (home / ".complete").write_text(version)
-    return libs
-
-
-def _mvn(mvn: str, cwd: Path, *args: str) -> None:
-    command = [mvn, "-B", "-q", *args]
-    logger.info("fetching Kafka jars: %s", " ".join(command))
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        lines = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
-        reason = lines[0] if lines else f"mvn exited {result.returncode}"
-        raise DevBrokerError(f"fetching Kafka {KAFKA_VERSION} from Maven Central failed: {reason}")
 
 
 @dataclass
@@ -160,7 +93,9 @@ class LocalBroker:
             if not status.answering:
                 self._wait_until_answering(status.pid, timeout)
             return self.bootstrap
-        java = _require("java", "install a Java 17+ runtime (Debian: apt-get install default-jre)")
+        java = require_tool(
+            "java", "install a Java 17+ runtime (Debian: apt-get install default-jre)"
+        )
         if not port_is_free(self.port):
             raise DevBrokerError(
                 f"port {self.port} on 127.0.0.1 is taken: stop what uses it "

@@ -19,7 +19,8 @@ SERVICE = "source-mqtt"
 def source_mqtt() -> None:
     """MQTT for IoT devices: subscribe to topic patterns (QoS 1, persistent session) and
     publish every message to Kafka before acknowledging it (settings: QANAT_MQTT_*)."""
-    from pipelines.core.ops import KafkaCheck, OpsServer, OpsSettings, Readiness
+    from pipelines.core.ops import OpsServer, OpsSettings, Readiness
+    from pipelines.core.ops_kafka import KafkaCheck
     from sources.mqtt.source import MqttSource, MqttSourceSettings
 
     if importlib.util.find_spec("paho") is None:

@@ -1,6 +1,6 @@
 """The control plane's HTTP routes: the schema registry, and (from their modules) the
-records reader, ingestion tracking (:mod:`pipelines.control.records`) and live read
-(:mod:`pipelines.control.live`).
+records reader (:mod:`pipelines.control.records`), ingestion tracking
+(:mod:`pipelines.control.ingestions`) and live read (:mod:`pipelines.control.live`).
 
 ``PUT /api/v1/schemas/{vertical}/{type}`` registers a JSON Schema; ``GET`` the same path
 reads the latest version, ``GET .../versions/{n}`` one version. With authentication on
@@ -25,14 +25,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from pipelines.control.ingestions import IngestionErrors, IngestionLedger, ingestion_routes
 from pipelines.control.live import LiveAuth, live_routes
-from pipelines.control.records import (
-    IngestionErrors,
-    IngestionLedger,
-    RecordReader,
-    ingestion_routes,
-    records_routes,
-)
+from pipelines.control.records import RecordReader, records_routes
 from pipelines.core.config import KafkaSettings
 from pipelines.core.httperrors import bad_identifiers, error_response, json_response, responses
 from pipelines.transform.registry import InvalidSchemaError, SchemaRegistry

@@ -1,15 +1,17 @@
-"""The control plane's read routes: the records reader and ingestion tracking.
+"""The control plane's records reader, and the paging every read route of it shares.
 
 ``GET /api/v1/records/{vertical}/{type}`` pages through the stored records in
 ``source_id`` order (an opaque ``cursor``; ``limit`` 1-1000, default 100; filters
 ``source_id`` and ``updated_since``, RFC 3339); ``GET /api/v1/records/{vertical}/{type}/
-{source_id}`` reads one. ``GET /api/v1/ingestions/{id}`` counts what became of an
-ingestion and ``GET /api/v1/ingestions/{id}/errors`` lists its dead letters. The stores
-are passed in (a :class:`RecordReader`, an :class:`IngestionErrors`): the core imports
-no connector, the CLI wires them (:func:`pipelines.control.app.control_router`).
+{source_id}`` reads one. The store is passed in (a :class:`RecordReader`): the control
+plane imports no connector, the CLI wires them (:func:`pipelines.control.app.control_router`).
+Ingestion tracking (:mod:`pipelines.control.ingestions`) pages its dead letters with the
+same cursors and limits.
 
 >>> decode_cursor(encode_cursor(["p", 1]))
 ['p', 1]
+>>> parse_limit(None), parse_limit("1000")
+(100, 1000)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -32,7 +34,7 @@ from pipelines.core.httperrors import (
     json_response,
     responses,
 )
-from pipelines.core.records import MAX_INGESTION_ID, parse_time, valid_ingestion_id
+from pipelines.core.records import parse_time
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -58,32 +60,6 @@ PAGE: dict[str, Any] = {
         "next_cursor": {"type": ["string", "null"]},
     },
 }
-
-_COUNT = {"type": "integer", "minimum": 0}
-INGESTION: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "ingestion_id",
-        "accepted",
-        "invalid",
-        "valid",
-        "stored",
-        "handled",
-        "status",
-        "invalid_by_stage",
-    ],
-    "properties": {
-        "ingestion_id": {"type": "string"},
-        "accepted": {"type": ["integer", "null"], "minimum": 0},
-        "invalid": _COUNT,
-        "valid": {"type": ["integer", "null"], "minimum": 0},
-        "stored": _COUNT,
-        "handled": _COUNT,
-        "status": {"type": "string", "enum": ["processing", "complete"]},
-        "invalid_by_stage": {"type": "object", "additionalProperties": _COUNT},
-    },
-}
-"""The answer of ``GET /ingestions/{id}`` (:func:`ingestion_status`)."""
 
 
 class RecordReader(Protocol):
@@ -117,27 +93,6 @@ class RecordReader(Protocol):
     def close(self) -> None: ...
 
 
-class IngestionErrors(Protocol):
-    """The errors table's reader (``sinks.errors.ErrorStore``)."""
-
-    def counts(self, ingestion_id: str) -> dict[str, Any]: ...
-
-    def errors(
-        self, ingestion_id: str, limit: int = 100, offset: int = 0
-    ) -> list[dict[str, Any]]: ...
-
-    def close(self) -> None: ...
-
-
-class IngestionLedger(Protocol):
-    """The ingestions table's reader (``sinks.ingestions``): the summary the source wrote
-    once Kafka acknowledged an ingestion's events, with its ``accepted`` count."""
-
-    def summary(self, ingestion_id: str) -> dict[str, Any] | None: ...
-
-    def close(self) -> None: ...
-
-
 def encode_cursor(position: Any) -> str:
     """An opaque cursor for ``position`` (any JSON value).
 
@@ -158,7 +113,8 @@ def decode_cursor(cursor: str) -> Any:
     return decoded["after"]
 
 
-def _limit(value: str | None) -> int:
+def parse_limit(value: str | None) -> int:
+    """The ``limit`` query parameter: 1 to MAX_LIMIT, DEFAULT_LIMIT when absent."""
     if value is None:
         return DEFAULT_LIMIT
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
@@ -166,7 +122,8 @@ def _limit(value: str | None) -> int:
     return int(value)
 
 
-def _store_unavailable(exc: RetriableError) -> Response:
+def store_unavailable(exc: RetriableError) -> Response:
+    """503 ``store_unavailable``, with the ``Retry-After`` the store asked for."""
     response = error_response(503, "store_unavailable", f"{exc}; retry later")
     response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return response
@@ -177,42 +134,6 @@ def _page(items: list[Any], limit: int, position: Callable[[Any], Any]) -> dict[
     more = len(items) > limit
     items = items[:limit]
     return {"items": items, "next_cursor": encode_cursor(position(items[-1])) if more else None}
-
-
-def ingestion_status(
-    ingestion_id: str, accepted: int | None, counts: dict[str, Any], stored: int, handled: int = 0
-) -> dict[str, Any]:
-    """The answer of ``GET /ingestions/{id}``.
-
-    ``accepted`` is None until the ingestion's summary is stored (the errors sink stores
-    it from the ingestions topic); then ``valid`` is unknown too and it is processing.
-    ``valid`` = accepted - invalid. ``stored`` counts the rows that carry the ingestion id
-    now (a later ingestion updating a row takes it away), ``handled`` the records the sink
-    upserted or found superseded by a newer version: complete once invalid + handled reach
-    accepted (with a store that does not count ``handled`` yet, invalid + stored).
-
-    >>> ingestion_status("i", 3, {"invalid": 1, "by_stage": {"validate": 1}}, 2)["status"]
-    'complete'
-    >>> answer = ingestion_status("i", 4, {"invalid": 1}, stored=0, handled=3)
-    >>> answer["status"], answer["stored"], answer["handled"]
-    ('complete', 0, 3)
-    """
-    invalid = int(counts.get("invalid", 0))
-    if accepted is None:
-        valid, status = None, "processing"
-    else:
-        valid = max(accepted - invalid, 0)
-        status = "complete" if invalid + max(handled, stored) >= accepted else "processing"
-    return {
-        "ingestion_id": ingestion_id,
-        "accepted": accepted,
-        "invalid": invalid,
-        "valid": valid,
-        "stored": stored,
-        "handled": handled,
-        "status": status,
-        "invalid_by_stage": counts.get("by_stage", {}),
-    }
 
 
 def records_routes(router: APIRouter, records: RecordReader, deps: list[Any]) -> None:
@@ -238,7 +159,7 @@ def records_routes(router: APIRouter, records: RecordReader, deps: list[Any]) ->
         if problem is not None:
             return problem
         try:
-            size = _limit(limit)
+            size = parse_limit(limit)
         except ValueError as exc:
             return error_response(400, "invalid_limit", str(exc), "query.limit")
         after = None
@@ -270,7 +191,7 @@ def records_routes(router: APIRouter, records: RecordReader, deps: list[Any]) ->
                 )
             )
         except RetriableError as exc:
-            return _store_unavailable(exc)
+            return store_unavailable(exc)
         return json_response(200, _page(found, size, lambda item: item["source_id"]))
 
     @router.get(
@@ -287,135 +208,8 @@ def records_routes(router: APIRouter, records: RecordReader, deps: list[Any]) ->
         try:
             found = await run_in_threadpool(records.get, vertical, type, source_id)
         except RetriableError as exc:
-            return _store_unavailable(exc)
+            return store_unavailable(exc)
         if found is None:
             message = f"no record {source_id!r} of {vertical}/{type}"
             return error_response(404, "record_not_found", message, "path.source_id")
         return json_response(200, found)
-
-
-def _no_key() -> None:
-    """The request's key when the routes have no authentication."""
-    return None
-
-
-def ingestion_routes(
-    router: APIRouter,
-    errors: IngestionErrors,
-    records: RecordReader | None,
-    ledger: IngestionLedger | None,
-    read_auth: Callable[..., Any] | None,
-    authorize: Callable[[Any, str, str], None] | None,
-) -> None:
-    request_key = Depends(read_auth or _no_key)
-
-    def vertical_of(ingestion_id: str) -> str | None:
-        summary = None if ledger is None else ledger.summary(ingestion_id)
-        if summary is not None and isinstance(summary.get("vertical"), str):
-            return str(summary["vertical"])
-        first = errors.errors(ingestion_id, 1, 0)
-        return first[0].get("vertical") if first else None
-
-    def allowed(key: Any, ingestion_id: str) -> bool:
-        """False when the ingestion's vertical is not known yet; raises when ``key`` may
-        not read it (``authorize``'s 403)."""
-        if authorize is None or key is None:
-            return True
-        vertical = vertical_of(ingestion_id)
-        if vertical is None:
-            return False
-        authorize(key, "read", vertical)
-        return True
-
-    def stored_rows(ingestion_id: str) -> int:
-        return 0 if records is None else records.count_ingestion(ingestion_id)
-
-    def handled_records(ingestion_id: str) -> int:
-        return 0 if records is None else records.handled_ingestion(ingestion_id)
-
-    def accepted(ingestion_id: str) -> int | None:
-        summary = None if ledger is None else ledger.summary(ingestion_id)
-        return None if summary is None else int(summary["accepted"])
-
-    def unknown(ingestion_id: str) -> Response:
-        message = f"nothing is known about ingestion {ingestion_id!r} (yet)"
-        return error_response(404, "ingestion_not_found", message, "path.id")
-
-    def bad_id(ingestion_id: str) -> Response | None:
-        if valid_ingestion_id(ingestion_id):
-            return None
-        message = f"an ingestion id has 1 to {MAX_INGESTION_ID} printable characters"
-        return error_response(400, "invalid_ingestion_id", message, "path.id")
-
-    @router.get(
-        "/ingestions/{id}",
-        tags=["ingestions"],
-        responses=responses(
-            {200: "What became of the ingestion."}, 400, 401, 403, 404, 503, schema=INGESTION
-        ),
-    )
-    async def ingestion(id: str, key: Any = request_key) -> Response:
-        """``{ingestion_id, accepted, invalid, valid, stored, handled, status,
-        invalid_by_stage}``: ``invalid`` counts its dead letters (a replayed event once),
-        ``stored`` the rows whose latest version it wrote (a later ingestion updating a row
-        takes it away), ``handled`` its records the sink upserted or found superseded by a
-        newer version; ``complete`` once invalid + handled reach accepted."""
-        problem = bad_id(id)
-        if problem is not None:
-            return problem
-        try:
-            if not await run_in_threadpool(allowed, key, id):
-                return unknown(id)
-            total = await run_in_threadpool(accepted, id)
-            counts = await run_in_threadpool(errors.counts, id)
-            stored = await run_in_threadpool(stored_rows, id)
-            handled = await run_in_threadpool(handled_records, id)
-        except RetriableError as exc:
-            return _store_unavailable(exc)
-        if total is None and not counts.get("dead_letters") and not stored and not handled:
-            return unknown(id)
-        return json_response(200, ingestion_status(id, total, counts, stored, handled))
-
-    @router.get(
-        "/ingestions/{id}/errors",
-        tags=["ingestions"],
-        responses=responses({200: "A page of dead letters."}, 400, 401, 403, 404, 503, schema=PAGE),
-    )
-    async def ingestion_errors(
-        id: str, cursor: str | None = None, limit: str | None = None, key: Any = request_key
-    ) -> Response:
-        """The ingestion's dead letters, oldest first: ``{items, next_cursor}``; each with
-        its ``stage``, ``reason``, ``details`` (every error with its JSON ``path``) and
-        the raw ``payload``."""
-        problem = bad_id(id)
-        if problem is not None:
-            return problem
-        try:
-            if not await run_in_threadpool(allowed, key, id):  # the key first, then the query
-                return unknown(id)
-        except RetriableError as exc:
-            return _store_unavailable(exc)
-        try:
-            size = _limit(limit)
-            offset = 0 if cursor is None else decode_cursor(cursor)
-            if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-                raise ValueError("not a cursor of this route")
-        except ValueError as exc:
-            where = "query.limit" if "limit" in str(exc) else "query.cursor"
-            return error_response(400, f"invalid_{where[6:]}", str(exc), where)
-        try:
-            found = await run_in_threadpool(errors.errors, id, size + 1, offset)
-            if not found and offset == 0:
-                known = await run_in_threadpool(accepted, id) is not None
-                known = known or await run_in_threadpool(stored_rows, id) > 0
-                known = known or await run_in_threadpool(handled_records, id) > 0
-                if not known:
-                    return unknown(id)
-        except RetriableError as exc:
-            return _store_unavailable(exc)
-        more = len(found) > size
-        page = {
-            "items": found[:size],
-            "next_cursor": encode_cursor(offset + size) if more else None,
-        }
-        return json_response(200, page)

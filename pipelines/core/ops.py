@@ -6,9 +6,10 @@ A Kafka-consuming service (transform, sinks) serves ``/healthz``, ``/readyz`` an
 service, or a free port when that one is taken; 0 disables) from a daemon thread; the
 HTTP source includes :func:`ops_router` in its FastAPI app instead. ``/readyz`` answers
 200 when every check passes (Kafka answers a metadata request and the service's topics
-exist; a sink's store answers a ping), else 503 with a JSON reason. A :class:`LagMonitor`
-thread sets the consumer-lag gauges, and :func:`run_quix` makes a Quix application's
-SIGTERM shutdown bounded.
+exist; a sink's store answers a ping), else 503 with a JSON reason. :func:`service_ops`
+runs them for a service, with the consumer-lag gauges (what is asked of Kafka is in
+:mod:`pipelines.core.ops_kafka`), and :func:`run_quix` makes a Quix application's SIGTERM
+shutdown bounded.
 
 >>> readiness = Readiness({"always": lambda: None})
 >>> readiness.report()
@@ -37,7 +38,7 @@ from pydantic_settings import SettingsConfigDict
 
 from pipelines.core.config import KafkaSettings, QanatSettings
 from pipelines.core.errors import FatalError
-from pipelines.core.metrics import CONSUMER_LAG
+from pipelines.core.ops_kafka import KafkaCheck, LagMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -123,35 +124,6 @@ class Readiness:
         if failed:
             return 503, {"status": "not ready", "reason": "; ".join(failed), "checks": results}
         return 200, {"status": "ready", "checks": results}
-
-
-class KafkaCheck:
-    """Kafka answers a metadata request within ``timeout`` and ``topics`` exist."""
-
-    def __init__(self, kafka: KafkaSettings, topics: Sequence[str], timeout: float) -> None:
-        self.kafka, self.topics, self.timeout = kafka, tuple(topics), timeout
-        self._admin: Any = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> None:
-        from confluent_kafka.admin import AdminClient
-
-        with self._lock:
-            if self._admin is None:
-                self._admin = AdminClient(self.kafka.client(logger=_quiet_librdkafka()))
-            metadata = self._admin.list_topics(timeout=self.timeout)
-        if not metadata.brokers:
-            raise ConnectionError(f"no broker answered at {self.kafka.bootstrap_servers}")
-        missing = [topic for topic in self.topics if topic not in metadata.topics]
-        if missing:
-            raise LookupError(f"missing topic(s): {', '.join(missing)}")
-
-
-def _quiet_librdkafka() -> logging.Logger:
-    """librdkafka's own lines (connection refused, ...) at DEBUG: readiness says it once."""
-    quiet = logging.getLogger("qanat.ops.librdkafka")
-    quiet.setLevel(logging.CRITICAL)
-    return quiet
 
 
 def store_checks(stores: Iterable[Pingable]) -> dict[str, Check]:
@@ -317,77 +289,6 @@ def ops_router(readiness: Readiness, skip: Iterable[str] = ()) -> Any:
 def app_paths(app: Any) -> set[str]:
     """The paths a FastAPI app serves already (what :func:`ops_router` should skip)."""
     return {getattr(route, "path", "") for route in app.routes}
-
-
-# --- consumer lag --------------------------------------------------------------------
-
-
-class LagMonitor:
-    """Every ``interval`` seconds, sets ``qanat_consumer_lag`` of ``group`` on ``topics``:
-    each partition's high watermark minus the group's committed offset (the low watermark
-    when nothing is committed yet)."""
-
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        group: str,
-        topics: Sequence[str],
-        interval: float,
-        timeout: float = 5.0,
-    ) -> None:
-        self.kafka, self.group, self.topics = kafka, group, tuple(topics)
-        self.interval, self.timeout = interval, timeout
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._consumer: Any = None
-
-    def start(self) -> LagMonitor:
-        self._thread = threading.Thread(target=self._loop, name="qanat-lag", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:  # a daemon: a measurement stuck on Kafka cannot hold
-            self._thread.join(2.0)  # up the shutdown
-
-    def _loop(self) -> None:
-        try:
-            while not self._stopping.is_set():
-                try:
-                    self.measure()
-                except Exception as exc:  # Kafka away: the gauges keep their last value
-                    logger.warning("consumer lag of %s not measured: %s", self.group, exc)
-                self._stopping.wait(self.interval)
-        finally:
-            if self._consumer is not None:
-                self._consumer.close()
-
-    def measure(self) -> dict[tuple[str, int], int]:
-        """Measure once; returns the lag per (topic, partition)."""
-        from confluent_kafka import Consumer, TopicPartition
-
-        if self._consumer is None:  # joins no group: it only reads the group's offsets
-            config = {"group.id": self.group, "enable.auto.commit": False}
-            self._consumer = Consumer(self.kafka.client(**config, logger=_quiet_librdkafka()))
-        consumer = self._consumer
-        metadata = consumer.list_topics(timeout=self.timeout)
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in self.topics
-            if topic in metadata.topics
-            for partition in sorted(metadata.topics[topic].partitions)
-        ]
-        lags: dict[tuple[str, int], int] = {}
-        for tp in consumer.committed(partitions, timeout=self.timeout):
-            low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout, cached=False)
-            position = tp.offset if tp.offset >= 0 else low
-            lag = max(0, high - position)
-            lags[(tp.topic, tp.partition)] = lag
-            CONSUMER_LAG.labels(group=self.group, topic=tp.topic, partition=str(tp.partition)).set(
-                lag
-            )
-        return lags
 
 
 # --- a service's operations, and its bounded shutdown --------------------------------

@@ -10,13 +10,8 @@ import pytest
 
 from pipelines.core.config import KafkaSettings
 from pipelines.core.topics import TopicNames, ensure_topics
-from pipelines.devbroker import (
-    DevBrokerError,
-    LocalBroker,
-    fetch_kafka_libs,
-    free_port,
-    process_alive,
-)
+from pipelines.devbroker import LocalBroker, free_port, process_alive
+from pipelines.devbroker_jars import DevBrokerError, fetch_kafka_libs
 
 
 def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ import orjson
 
 from pipelines.core.config import KafkaSettings
 from pipelines.core.topics import ensure_topics
-from pipelines.devbroker import DevBrokerError, LocalBroker, free_port
+from pipelines.devbroker import LocalBroker, free_port
+from pipelines.devbroker_jars import DevBrokerError
 from tests.reliability.results import ScenarioResult, record_result
 from tests.services import Services
 

@@ -66,7 +66,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 def test_every_client_factory_passes_client_config(recorded: list[dict[str, Any]]) -> None:
     from pipelines.cli.ops import describe_topics
-    from pipelines.core.ops import KafkaCheck, LagMonitor
+    from pipelines.core.ops_kafka import KafkaCheck, LagMonitor
     from pipelines.core.topics import ensure_topics
     from pipelines.transform import schematopic
     from sinks.base import KafkaDeadLetters

@@ -23,8 +23,6 @@ from pipelines.core.errors import FatalError
 from pipelines.core.metrics import CONSUMER_LAG, count
 from pipelines.core.ops import (
     DEFAULT_PORTS,
-    KafkaCheck,
-    LagMonitor,
     OpsServer,
     OpsSettings,
     Readiness,
@@ -33,6 +31,7 @@ from pipelines.core.ops import (
     service_ops,
     store_checks,
 )
+from pipelines.core.ops_kafka import KafkaCheck, LagMonitor
 from pipelines.devbroker import free_port
 from sinks.postgres.settings import PostgresSinkSettings
 from sinks.postgres.sink import PostgresSink
