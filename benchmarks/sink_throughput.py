@@ -54,7 +54,8 @@ from benchmarks.common import (
 )
 from pipelines.core.records import RawMeta, format_time, new_id, normalize, now
 from pipelines.core.topics import record_key
-from sinks.sqlite.sink import COLUMNS, SQLiteSink, SQLiteSinkSettings, connect, create_tables
+from sinks.sqlite.conn import connect
+from sinks.sqlite.sink import COLUMNS, SQLiteSink, SQLiteSinkSettings, create_tables
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,9 @@ version) per ``(ingestion_id, kafka_topic, kafka_partition)``, with the last off
 counted: a partition's offsets arrive in order, so counting only offsets above
 ``last_offset`` makes a redelivery (same offsets, or other batch boundaries) add nothing.
 Dead-lettered rows are left out (the errors sink counts them as invalid), and the count
-is written in the upsert's transaction: a batch rolled back counts nothing.
+is written in the upsert's transaction: a batch rolled back counts nothing. Each store
+writes and reads its table its own way: :mod:`sinks.sqlite.progress`,
+:mod:`sinks.postgres.progress`.
 
 >>> progress_table("records")
 'records_ingestion_progress'
@@ -19,13 +21,11 @@ is written in the upsert's transaction: a batch rolled back counts nothing.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections import defaultdict
 from collections.abc import Collection, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from pipelines.core.records import valid_ingestion_id
-from sinks.sqlquote import quote_identifier as _q
 
 
 class Positioned(Protocol):
@@ -109,56 +109,3 @@ def progress_of(rows: Sequence[Positioned], skip: Collection[int] = ()) -> list[
         if kept:
             progress.append(Progress(ingestion_id, topic, partition, runs_of(kept)))
     return progress
-
-
-# --- SQLite: one writer, so the counts are computed here, inside the transaction --------
-
-
-def sqlite_ddl(table: str) -> list[str]:
-    """The statement that creates the progress table of ``table``, if missing."""
-    return [
-        f"""CREATE TABLE IF NOT EXISTS {_q(progress_table(table))} (
-            ingestion_id TEXT NOT NULL,
-            kafka_topic TEXT NOT NULL,
-            kafka_partition INTEGER NOT NULL,
-            last_offset INTEGER NOT NULL,
-            handled INTEGER NOT NULL,
-            updated_at TEXT NOT NULL,
-            PRIMARY KEY (ingestion_id, kafka_topic, kafka_partition)
-        )"""
-    ]
-
-
-class SQLiteProgress:
-    """Adds a batch's progress on a SQLite connection, in the caller's transaction."""
-
-    def __init__(self, table: str) -> None:
-        name = _q(progress_table(table))
-        self._select = (
-            f"SELECT last_offset FROM {name} "
-            "WHERE ingestion_id = ? AND kafka_topic = ? AND kafka_partition = ?"
-        )
-        self._upsert = (
-            f"INSERT INTO {name} (ingestion_id, kafka_topic, kafka_partition, last_offset, "
-            "handled, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (ingestion_id, kafka_topic, kafka_partition) DO UPDATE SET "
-            "last_offset = max(last_offset, excluded.last_offset), "
-            "handled = handled + excluded.handled, updated_at = excluded.updated_at"
-        )
-
-    def add(self, conn: sqlite3.Connection, progress: Sequence[Progress], updated_at: str) -> None:
-        params: list[tuple[Any, ...]] = []
-        for group in progress:
-            found = conn.execute(self._select, group[:3]).fetchone()
-            handled = group.counted_after(None if found is None else found[0])
-            if handled:
-                params.append((*group[:3], group.last_offset, handled, updated_at))
-        if params:
-            conn.executemany(self._upsert, params)
-
-
-def sqlite_handled_query(table: str) -> str:
-    """What a reader asks: the records an ingestion's rows handled, over every partition."""
-    return (
-        f"SELECT COALESCE(SUM(handled), 0) FROM {_q(progress_table(table))} WHERE ingestion_id = ?"
-    )

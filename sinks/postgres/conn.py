@@ -1,6 +1,6 @@
 """Connections to PostgreSQL shared by the sink and the stores beside it (errors,
-ingestions, reader): error classification by SQLSTATE, start-up connections, pools, DDL
-under an advisory lock and a table reader.
+ingestions, reader): error classification by SQLSTATE, start-up connections, pools, the
+write transaction, DDL under an advisory lock and a table reader.
 
 Errors are told apart by SQLSTATE only (never by message text):
 
@@ -19,6 +19,8 @@ Errors are told apart by SQLSTATE only (never by message text):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -158,6 +160,18 @@ def open_checked_pool(
         check=ConnectionPool.check_connection,
         autocommit=True,
     )
+
+
+@contextmanager
+def write_transaction(pool: Pool) -> Iterator[psycopg.Cursor[Any]]:
+    """A cursor in one transaction on a connection of ``pool``: committed at the end of the
+    block, rolled back on any exception; a psycopg error (a pool timeout is one) is raised
+    classified (:func:`classify`)."""
+    try:
+        with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+    except psycopg.Error as exc:
+        raise classify(exc) from exc
 
 
 class TableReader:

@@ -1,7 +1,7 @@
 """The errors table in PostgreSQL (``[postgres]`` extra): one ``executemany`` per batch.
 
 ``details`` and ``headers`` are jsonb, ``payload`` and ``raw_key`` bytea (the exact bytes),
-times timestamptz. Errors are classified by SQLSTATE with :func:`sinks.postgres.sink.classify`.
+times timestamptz. Errors are classified by SQLSTATE with :func:`sinks.postgres.conn.classify`.
 """
 
 from __future__ import annotations
@@ -13,30 +13,18 @@ import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from psycopg_pool import PoolTimeout
 
 from pipelines.core.records import format_time
-from sinks.errors import (
-    COLUMNS,
+from sinks.errors import COLUMNS, KEY_COLUMNS, ErrorRow, ErrorsSink, ErrorsSinkSettings
+from sinks.errorstore import (
     COUNTS_SQL,
     ERRORS_SQL,
-    KEY_COLUMNS,
     TOTAL_SQL,
-    ErrorRow,
-    ErrorsSink,
-    ErrorsSinkSettings,
     check_page,
     counts_result,
     error_result,
 )
-from sinks.postgres.conn import (
-    Pool,
-    TableReader,
-    classify,
-    connect,
-    create_in_schema,
-    open_checked_pool,
-)
+from sinks.postgres.conn import Pool, TableReader, connect, create_in_schema, open_checked_pool
 from sinks.postgres.settings import PostgresSinkSettings
 from sinks.postgres.sink import PostgresStore
 
@@ -141,24 +129,19 @@ class PostgresErrorsSink(PostgresStore, ErrorsSink):
         super().__init__(settings, self.errors.table, **quix_options)
         self._sql = insert_sql(settings, self.errors)
 
-    def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
-        create_tables(conn, self.settings, self.errors)
+    def _ddl(self) -> list[sql.Composed]:
+        return ddl(self.settings, self.errors)
 
     def _open_pool(self) -> Pool:
         s = self.settings
         return open_checked_pool(s, 1, 1, f"qanat-errors-{s.schema_name}.{self.errors.table}")
 
     def store(self, rows: list[ErrorRow]) -> None:
-        params = [_params(row) for row in rows]
-        try:
-            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                cur.executemany(self._sql, params)
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise classify(exc) from exc
+        self._execute_many(self._sql, [_params(row) for row in rows])
 
 
 class PostgresErrorStore:
-    """Reads the errors table (:class:`sinks.errors.ErrorStore`) through a small pool.
+    """Reads the errors table (:class:`sinks.errorstore.ErrorStore`) through a small pool.
 
     Before the table exists every ingestion has no errors. Call :meth:`close` at shutdown.
     """

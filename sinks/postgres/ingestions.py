@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 from psycopg import sql
-from psycopg_pool import PoolTimeout
 
 from sinks.errors import ErrorsSinkSettings
 from sinks.ingestions import FIELDS, IngestionsSink
-from sinks.postgres.conn import Pool, TableReader, classify, create_in_schema, open_checked_pool
+from sinks.postgres.conn import Pool, TableReader, open_checked_pool
 from sinks.postgres.settings import PostgresSinkSettings
 from sinks.postgres.sink import PostgresStore
 
 
 def _table(settings: PostgresSinkSettings, errors: ErrorsSinkSettings) -> sql.Identifier:
     return sql.Identifier(settings.schema_name, errors.ingestions_table)
+
+
+def ddl(settings: PostgresSinkSettings, errors: ErrorsSinkSettings) -> list[sql.Composed]:
+    """The statement that creates the ingestions table, if missing."""
+    return [
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (ingestion_id text PRIMARY KEY, vertical text, "
+            "type text, source text, accepted bigint NOT NULL, received_at text)"
+        ).format(_table(settings, errors))
+    ]
 
 
 class PostgresIngestionsSink(PostgresStore, IngestionsSink):
@@ -40,12 +48,8 @@ class PostgresIngestionsSink(PostgresStore, IngestionsSink):
             sql.SQL(", ").join(sql.Placeholder() * len(FIELDS)),
         )
 
-    def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
-        statement = sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (ingestion_id text PRIMARY KEY, vertical text, "
-            "type text, source text, accepted bigint NOT NULL, received_at text)"
-        ).format(_table(self.settings, self.errors))
-        create_in_schema(conn, self.settings, self.table, [statement])
+    def _ddl(self) -> list[sql.Composed]:
+        return ddl(self.settings, self.errors)
 
     def _open_pool(self) -> Pool:
         return open_checked_pool(self.settings, 1, 1, f"qanat-ingestions-{self.table}")
@@ -55,11 +59,7 @@ class PostgresIngestionsSink(PostgresStore, IngestionsSink):
             tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in row)
             for row in rows
         ]
-        try:
-            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                cur.executemany(self._sql, clean)
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise classify(exc) from exc
+        self._execute_many(self._sql, clean)
 
 
 class PostgresIngestionLedger:

@@ -27,13 +27,7 @@ from sinks.base import (
     UpsertSink,
 )
 from sinks.postgres import progress as progress_postgres
-from sinks.postgres.conn import (
-    Pool,
-    classify,
-    connect,
-    create_in_schema,
-    open_pool,
-)
+from sinks.postgres.conn import Pool, connect, create_in_schema, open_pool, write_transaction
 from sinks.postgres.settings import PostgresSinkSettings
 from sinks.progress import Progress
 
@@ -136,7 +130,7 @@ class PostgresStore:
     one connection checked the settings and, when ``create_tables``, created the table.
 
     Mixed in before the sink's base class, which gets ``create_tables`` from the settings.
-    A sink names its ``table`` and implements :meth:`_create_tables` and :meth:`_open_pool`.
+    A sink names its ``table`` and implements :meth:`_ddl` and :meth:`_open_pool`.
     """
 
     _label: ClassVar[str] = "PostgreSQL sink"
@@ -155,11 +149,20 @@ class PostgresStore:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
         return self._pool
 
-    def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
+    def _ddl(self) -> list[sql.Composed]:
+        """The statements that create the sink's table (and its indexes), if missing."""
         raise NotImplementedError
+
+    def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
+        create_in_schema(conn, self.settings, self.table, self._ddl())
 
     def _open_pool(self) -> Pool:
         raise NotImplementedError
+
+    def _execute_many(self, statement: sql.Composed, params: list[tuple[Any, ...]]) -> None:
+        """``statement`` once per parameter tuple, in one transaction."""
+        with write_transaction(self.pool) as cur:
+            cur.executemany(statement, params)
 
     def setup(self) -> None:
         self.close()
@@ -223,8 +226,8 @@ class PostgresSink(PostgresStore, UpsertSink):
         self._upsert_sql = _upsert_sql(settings)
         self._progress_sql = progress_postgres.add_sql(settings.schema_name, settings.table)
 
-    def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
-        create_tables(conn, self.settings)
+    def _ddl(self) -> list[sql.Composed]:
+        return ddl(self.settings)
 
     def _open_pool(self) -> Pool:
         s = self.settings
@@ -244,14 +247,11 @@ class PostgresSink(PostgresStore, UpsertSink):
         that is already stored (23505), and then that batch takes the stage and the upsert
         after all, and the next :data:`RETRY_DIRECT_AFTER` batches go there directly.
         """
-        try:
-            with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                if rows:
-                    self._write(conn, cur, rows)
-                if progress:
-                    cur.execute(self._progress_sql, progress_postgres.add_params(progress))
-        except psycopg.Error as exc:
-            raise classify(exc) from exc
+        with write_transaction(self.pool) as cur:
+            if rows:
+                self._write(cur.connection, cur, rows)
+            if progress:
+                cur.execute(self._progress_sql, progress_postgres.add_params(progress))
 
     def _write(
         self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], rows: list[Row]

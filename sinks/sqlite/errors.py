@@ -8,28 +8,23 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from pipelines.core.errors import FatalError
 from pipelines.core.records import format_time, now
-from sinks.errors import (
-    COLUMNS,
+from sinks.errors import COLUMNS, KEY_COLUMNS, ErrorRow, ErrorsSink, ErrorsSinkSettings
+from sinks.errorstore import (
     COUNTS_SQL,
     ERRORS_SQL,
-    KEY_COLUMNS,
     TOTAL_SQL,
-    ErrorRow,
-    ErrorsSink,
-    ErrorsSinkSettings,
     check_page,
     counts_result,
     error_result,
 )
-from sinks.sqlite.sink import SQLiteSinkSettings, SQLiteStore, classify, connect
-from sinks.sqlquote import quote_identifier as _q
+from sinks.sqlite.conn import connect, create_in_database, read_table
+from sinks.sqlite.sink import SQLiteSinkSettings, SQLiteStore
+from sinks.sqlite.sqlquote import quote_identifier as _q
 
 logger = logging.getLogger(__name__)
 
@@ -67,26 +62,9 @@ def insert_sql(table: str) -> str:
     )
 
 
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[], object]) -> None:
-    """``work`` in one write transaction; sqlite3 errors classified, nothing kept on error."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            work()
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # some errors (disk full, I/O) have already rolled back
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise classify(exc) from exc
-
-
 def create_tables(conn: sqlite3.Connection, table: str) -> None:
-    try:
-        _in_transaction(conn, lambda: [conn.execute(s) for s in ddl(table)])
-    except Exception as exc:
-        raise FatalError(f"cannot create table {table!r}: {exc}") from exc
+    """Create the errors ``table`` and its index; FatalError on failure."""
+    create_in_database(conn, table, ddl(table))
 
 
 def init_db(settings: SQLiteSinkSettings, errors: ErrorsSinkSettings | None = None) -> None:
@@ -144,17 +122,15 @@ class SQLiteErrorsSink(SQLiteStore, ErrorsSink):
         super().__init__(settings, (errors or ErrorsSinkSettings()).table, **quix_options)
         self._sql = insert_sql(self.table)
 
-    def _create_tables(self, conn: sqlite3.Connection) -> None:
-        create_tables(conn, self.table)
+    def _ddl(self) -> list[str]:
+        return ddl(self.table)
 
     def store(self, rows: list[ErrorRow]) -> None:
-        conn = self.connection
-        params = [_params(row, now()) for row in rows]
-        _in_transaction(conn, lambda: conn.executemany(self._sql, params))
+        self._execute_many(self._sql, [_params(row, now()) for row in rows])
 
 
 class SQLiteErrorStore:
-    """Reads the errors table (:class:`sinks.errors.ErrorStore`); a connection per call.
+    """Reads the errors table (:class:`sinks.errorstore.ErrorStore`); a connection per call.
 
     Before the table exists (no errors sink ran yet) every ingestion has no errors.
     """
@@ -170,19 +146,7 @@ class SQLiteErrorStore:
 
     def _query(self, query: str, params: tuple[Any, ...]) -> list[sqlite3.Row] | None:
         """The rows, or None when there is no table yet."""
-        if not self.settings.path.exists():
-            return None
-        conn = connect(self.settings)
-        conn.row_factory = sqlite3.Row
-        try:
-            found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,)
-            ).fetchone()
-            return conn.execute(query, params).fetchall() if found else None
-        except sqlite3.Error as exc:
-            raise classify(exc) from exc
-        finally:
-            conn.close()
+        return read_table(self.settings, self.table, query, params)
 
     def counts(self, ingestion_id: str) -> dict[str, Any]:
         total = self._query(self._total_sql, (ingestion_id,))

@@ -17,13 +17,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from sinks.errors import ErrorsSinkSettings
 from sinks.ingestions import FIELDS, IngestionsSink
-from sinks.sqlite.sink import SQLiteSinkSettings, SQLiteStore, classify, connect
-from sinks.sqlquote import quote_identifier as _q
+from sinks.sqlite.conn import read_table
+from sinks.sqlite.sink import SQLiteSinkSettings, SQLiteStore
+from sinks.sqlite.sqlquote import quote_identifier as _q
 
 
 def ddl(table: str) -> str:
@@ -52,25 +52,11 @@ class SQLiteIngestionsSink(SQLiteStore, IngestionsSink):
             "ON CONFLICT (ingestion_id) DO NOTHING"
         )
 
-    def _create_tables(self, conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute(ddl(self.table))
-        except sqlite3.Error as exc:
-            raise classify(exc) from exc
+    def _ddl(self) -> list[str]:
+        return [ddl(self.table)]
 
     def store(self, rows: list[tuple[Any, ...]]) -> None:
-        conn = self.connection
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(self._sql, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise classify(exc) from exc
+        self._execute_many(self._sql, rows)
 
 
 class SQLiteIngestionLedger:
@@ -84,24 +70,9 @@ class SQLiteIngestionLedger:
         self.table = (errors or ErrorsSinkSettings()).ingestions_table
 
     def summary(self, ingestion_id: str) -> dict[str, Any] | None:
-        if not self.settings.path.exists():
-            return None
-        conn = connect(self.settings)
-        try:
-            found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self.table,)
-            ).fetchone()
-            if not found:
-                return None
-            row = conn.execute(
-                f"SELECT {', '.join(FIELDS)} FROM {_q(self.table)} WHERE ingestion_id = ?",
-                (ingestion_id,),
-            ).fetchone()
-        except sqlite3.Error as exc:
-            raise classify(exc) from exc
-        finally:
-            conn.close()
-        return None if row is None else dict(zip(FIELDS, row, strict=True))
+        query = f"SELECT {', '.join(FIELDS)} FROM {_q(self.table)} WHERE ingestion_id = ?"
+        rows = read_table(self.settings, self.table, query, (ingestion_id,))
+        return dict(zip(FIELDS, rows[0], strict=True)) if rows else None
 
     def close(self) -> None:
         return None

@@ -14,9 +14,11 @@ from typing import Any
 import orjson
 
 from pipelines.core.records import format_time
-from sinks.progress import progress_table, sqlite_handled_query
-from sinks.sqlite.sink import SQLiteSinkSettings, classify, connect
-from sinks.sqlquote import quote_identifier as _q
+from sinks.progress import progress_table
+from sinks.sqlite import progress as progress_sqlite
+from sinks.sqlite.conn import read_table
+from sinks.sqlite.sink import SQLiteSinkSettings
+from sinks.sqlite.sqlquote import quote_identifier as _q
 
 _SELECT = (
     "SELECT vertical, type, source_id, name, data, source, ingestion_id, event_time, "
@@ -63,20 +65,7 @@ class SQLiteRecordReader:
         self, query: str, params: tuple[Any, ...], table: str | None = None
     ) -> list[sqlite3.Row]:
         """The rows; none when there is no database or ``table`` (default: records) yet."""
-        if not self.settings.path.exists():
-            return []
-        conn = connect(self.settings)
-        conn.row_factory = sqlite3.Row
-        try:
-            found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                (table or self.table,),
-            ).fetchone()
-            return conn.execute(query, params).fetchall() if found else []
-        except sqlite3.Error as exc:
-            raise classify(exc) from exc
-        finally:
-            conn.close()
+        return read_table(self.settings, table or self.table, query, params) or []
 
     def page(
         self,
@@ -110,7 +99,7 @@ class SQLiteRecordReader:
     def handled_ingestion(self, ingestion_id: str) -> int:
         """Records of ``ingestion_id`` the sink upserted or found superseded (0 before the
         sink created its progress table)."""
-        query = sqlite_handled_query(self.table)
+        query = progress_sqlite.handled_sql(self.table)
         rows = self._query(query, (ingestion_id,), progress_table(self.table))
         return int(rows[0][0]) if rows else 0
 

@@ -18,7 +18,6 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from pipelines.core.config import CoreSettings, QanatSettings
-from pipelines.core.errors import FatalError, RetriableError
 from pipelines.core.records import now
 from sinks.base import (
     KEY_COLUMNS,
@@ -29,8 +28,10 @@ from sinks.base import (
     Row,
     UpsertSink,
 )
-from sinks.progress import Progress, SQLiteProgress, sqlite_ddl
-from sinks.sqlquote import quote_identifier as _q
+from sinks.progress import Progress
+from sinks.sqlite import progress as progress_sqlite
+from sinks.sqlite.conn import connect, create_in_database, write_transaction
+from sinks.sqlite.sqlquote import quote_identifier as _q
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ _TIME_GLOB = (
 )
 COLUMNS = (*ROW_COLUMNS, "updated_at")
 _KEY = KEY_COLUMNS
-# SQLite primary result codes (the low byte of an extended code).
-SQLITE_BUSY = 5
-SQLITE_LOCKED = 6
-_RETRIABLE_CODES = frozenset({SQLITE_BUSY, SQLITE_LOCKED})
 
 
 class SQLiteSinkSettings(QanatSettings):
@@ -97,7 +94,7 @@ def ddl(table: str) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS {_q(table + '_updated_at')} ON {_q(table)} (updated_at)",
         # GET /ingestions/{id} counts the records of one ingestion: without it, a full scan.
         f"CREATE INDEX IF NOT EXISTS {_q(table + '_ingestion_id')} ON {_q(table)} (ingestion_id)",
-        *sqlite_ddl(table),
+        *progress_sqlite.ddl(table),
     ]
 
 
@@ -113,47 +110,9 @@ def upsert_sql(table: str) -> str:
     )
 
 
-def classify(exc: sqlite3.Error) -> Exception:
-    """RetriableError, FatalError or BadRowError for a sqlite3 error, by its result code."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    name = getattr(exc, "sqlite_errorname", type(exc).__name__)
-    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
-        return BadRowError(f"{name}: {exc}", name)
-    if code is not None and code & 0xFF in _RETRIABLE_CODES:
-        return RetriableError(f"SQLite is busy ({name}): {exc}")
-    return FatalError(f"SQLite error {name}: {exc}")
-
-
-def connect(settings: SQLiteSinkSettings) -> sqlite3.Connection:
-    """A connection in WAL mode, autocommit (transactions are explicit)."""
-    try:
-        settings.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            settings.path,
-            timeout=settings.busy_timeout_ms / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-    except (OSError, sqlite3.Error) as exc:
-        raise FatalError(f"cannot open SQLite database {settings.path}: {exc}") from exc
-    return conn
-
-
 def create_tables(conn: sqlite3.Connection, table: str) -> None:
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in ddl(table):
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise FatalError(f"cannot create table {table!r}: {exc}") from exc
+    """Create ``table``, its indexes and its progress table; FatalError on failure."""
+    create_in_database(conn, table, ddl(table))
 
 
 def init_db(settings: SQLiteSinkSettings) -> None:
@@ -174,7 +133,7 @@ class SQLiteStore:
     :meth:`setup`, which creates the sink's table first when ``create_tables``.
 
     Mixed in before the sink's base class, which gets ``create_tables`` from the settings.
-    A sink names its ``table`` and implements :meth:`_create_tables`.
+    A sink names its ``table`` and implements :meth:`_ddl`.
     """
 
     _label: ClassVar[str] = "SQLite sink"
@@ -195,8 +154,18 @@ class SQLiteStore:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called")
         return self._conn
 
-    def _create_tables(self, conn: sqlite3.Connection) -> None:
+    def _ddl(self) -> list[str]:
+        """The statements that create the sink's table (and its indexes), if missing."""
         raise NotImplementedError
+
+    def _create_tables(self, conn: sqlite3.Connection) -> None:
+        create_in_database(conn, self.table, self._ddl())
+
+    def _execute_many(self, statement: str, params: list[tuple[Any, ...]]) -> None:
+        """``statement`` once per parameter tuple, in one write transaction."""
+        conn = self.connection
+        with write_transaction(conn):
+            conn.executemany(statement, params)
 
     def setup(self) -> None:
         self.close()
@@ -251,36 +220,18 @@ class SQLiteSink(SQLiteStore, UpsertSink):
     ) -> None:
         super().__init__(settings, None, dead_letters=dead_letters, **quix_options)
         self._sql = upsert_sql(self.table)
-        self._progress = SQLiteProgress(self.table)
+        self._progress = progress_sqlite.SQLiteProgress(self.table)
 
-    def _create_tables(self, conn: sqlite3.Connection) -> None:
-        create_tables(conn, self.table)
+    def _ddl(self) -> list[str]:
+        return ddl(self.table)
 
     def upsert(self, rows: list[Row], progress: Sequence[Progress] = ()) -> None:
         conn = self.connection
         updated_at = now()
-        try:
-            params = [_params(row, updated_at) for row in rows]
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise classify(exc) from exc
-        try:
-            conn.executemany(self._sql, params)
-            self._progress.add(conn, progress, updated_at)
-            conn.execute("COMMIT")
-        except (sqlite3.Error, OverflowError, UnicodeEncodeError) as exc:
-            self._rollback()
-            if isinstance(exc, sqlite3.Error):
-                raise classify(exc) from exc
-            raise BadRowError(f"{type(exc).__name__}: {exc}") from exc  # a value SQLite cannot bind
-        except BaseException:
-            self._rollback()
-            raise
-
-    def _rollback(self) -> None:
-        conn = self.connection
-        if conn.in_transaction:  # some errors (disk full, I/O) have already rolled back
+        params = [_params(row, updated_at) for row in rows]
+        with write_transaction(conn):
             try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error as exc:
-                raise classify(exc) from exc
+                conn.executemany(self._sql, params)
+                self._progress.add(conn, progress, updated_at)
+            except (OverflowError, UnicodeEncodeError) as exc:  # a value SQLite cannot bind
+                raise BadRowError(f"{type(exc).__name__}: {exc}") from exc

@@ -20,11 +20,13 @@ from quixstreams.sinks import SinkBackpressureError
 from typer.testing import CliRunner
 
 import sinks.errors
+import sinks.errorstore
 import sinks.sqlite.errors
 from pipelines.cli.main import app
 from pipelines.core.deadletter import dead_letter_headers
 from pipelines.core.topics import Headers, encode_headers
-from sinks.errors import ErrorsSink, ErrorsSinkSettings, ErrorStore
+from sinks.errors import ErrorsSink, ErrorsSinkSettings
+from sinks.errorstore import ErrorStore
 from sinks.sqlite.errors import SQLiteErrorsSink, SQLiteErrorStore, init_db
 from sinks.sqlite.sink import SQLiteSinkSettings
 
@@ -199,7 +201,7 @@ class ErrorsSinkContract:
         errors = store.errors("ing-A")
         assert [e["dlq_offset"] for e in errors] == [0, 1, 3, 4, 5]  # by error time
         first = errors[0]
-        assert set(first) == set(sinks.errors.ERROR_FIELDS)
+        assert set(first) == set(sinks.errorstore.ERROR_FIELDS)
         assert (first["stage"], first["reason"], first["details"]) == (
             "parse",
             "parse failed",
@@ -304,7 +306,7 @@ def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    for module in (sinks.errors, sinks.sqlite.errors):
+    for module in (sinks.errors, sinks.errorstore, sinks.sqlite.errors):
         assert doctest.testmod(module).failed == 0
 
 

@@ -17,7 +17,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from pipelines.core.records import format_time
-from sinks.errors import ErrorsSink, ErrorsSinkSettings, ErrorStore
+from sinks.errors import ErrorsSink, ErrorsSinkSettings
+from sinks.errorstore import ErrorStore
 from sinks.postgres.errors import PostgresErrorsSink, PostgresErrorStore, init_db
 from sinks.postgres.settings import PostgresSinkSettings
 from tests.sinks.test_errors import ErrorsSinkContract, deliver, letter_headers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +16,9 @@ from pydantic import ValidationError
 
 from pipelines.core.errors import FatalError, RetriableError
 from sinks.base import BadRowError, UpsertSink
+from sinks.sqlite.conn import classify, create_in_database, write_transaction
 from sinks.sqlite.reader import SQLiteRecordReader
-from sinks.sqlite.sink import SQLiteSink, SQLiteSinkSettings, classify, init_db
+from sinks.sqlite.sink import SQLiteSink, SQLiteSinkSettings, init_db
 from tests.sinks.conformance import (
     Key,
     ListDeadLetters,
@@ -134,3 +137,23 @@ def test_unwritable_path_is_fatal(tmp_path: Path) -> None:
     sink = SQLiteSink(SQLiteSinkSettings(path=blocker / "qanat.db"))
     with pytest.raises(FatalError, match="cannot open SQLite database"):
         sink.setup()
+
+
+def test_a_write_transaction_keeps_nothing_of_a_failed_block(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    create_in_database(conn, "t", ["CREATE TABLE t (n INTEGER)"])
+    with pytest.raises(KeyError), write_transaction(conn):  # any exception: rolled back
+        conn.execute("INSERT INTO t VALUES (1)")
+        raise KeyError("x")
+    with pytest.raises(FatalError), write_transaction(conn):  # a sqlite3 error: classified
+        conn.execute("INSERT INTO nowhere VALUES (1)")
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
+    assert not conn.in_transaction
+    with pytest.raises(FatalError, match="cannot create table 't'"):
+        create_in_database(conn, "t", ["CREATE TABLE t (n INTEGER)"])  # exists: refused
+
+
+@pytest.mark.parametrize("name", ["conn", "progress", "sqlquote", "sink", "ingestions", "reader"])
+def test_doctests(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert doctest.testmod(importlib.import_module(f"sinks.sqlite.{name}")).failed == 0
