@@ -1,11 +1,12 @@
-"""What every ``qanat`` command module shares: one-line fatal errors, logging, settings."""
+"""What every ``qanat`` command module shares: one-line fatal errors, logging, settings,
+and the command-line options (and arguments) that more than one module declares."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from confluent_kafka import KafkaException
@@ -15,6 +16,9 @@ from pipelines.core.errors import FatalError, RetriableError
 from pipelines.core.logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+StoreArgument = Annotated[str, typer.Argument(help="sqlite or postgres")]
+"""The store a command works on (``qanat sink errors``, ``qanat db init``); default sqlite."""
 
 
 def fatal_errors(func: F) -> F:
