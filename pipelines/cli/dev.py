@@ -60,7 +60,7 @@ def broker_status(port: PortOption = 9092) -> None:
 @fatal_errors
 def broker_fetch() -> None:
     """Download the Kafka jars with Maven into the cache (nothing else)."""
-    from pipelines.devbroker import fetch_kafka_libs
+    from pipelines.devbroker_jars import fetch_kafka_libs
 
     typer.echo(f"Kafka jars in {fetch_kafka_libs()}")
 

@@ -18,7 +18,6 @@ from pipelines.cli.sources import source_mqtt
 from pipelines.cli.stores import db_app, records_app
 from pipelines.core.config import load
 from pipelines.core.ops import (
-    KafkaCheck,
     OpsSettings,
     Readiness,
     app_paths,
@@ -26,6 +25,7 @@ from pipelines.core.ops import (
     freeze_startup_heap,
     ops_router,
 )
+from pipelines.core.ops_kafka import KafkaCheck
 
 app = typer.Typer(
     help="qanat: streaming ingestion into PostgreSQL or SQLite, on Kafka.",
