@@ -61,7 +61,7 @@ INGESTION: dict[str, Any] = {
 
 
 class IngestionErrors(Protocol):
-    """The errors table's reader (``sinks.errors.ErrorStore``)."""
+    """The errors table's reader (``sinks.errorstore.ErrorStore``)."""
 
     def counts(self, ingestion_id: str) -> dict[str, Any]: ...
 

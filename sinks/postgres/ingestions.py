@@ -63,7 +63,7 @@ class PostgresIngestionsSink(PostgresStore, IngestionsSink):
 
 
 class PostgresIngestionLedger:
-    """Reads the ingestions table (``pipelines.control.app.IngestionLedger``); none before it
+    """Reads the ingestions table (``pipelines.control.ingestions.IngestionLedger``); none before it
     exists. Call :meth:`close` at shutdown."""
 
     def __init__(

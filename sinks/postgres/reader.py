@@ -1,4 +1,4 @@
-"""The records reader over PostgreSQL (:class:`pipelines.control.app.RecordReader`), through a
+"""The records reader over PostgreSQL (:class:`pipelines.control.records.RecordReader`), through a
 small pool of autocommit connections. Before the table exists, there are no records."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _FIELDS = (
 
 
 def record_item(row: dict[str, Any]) -> dict[str, Any]:
-    """One reader item (``pipelines.control.app.RECORD_FIELDS``) from a selected row."""
+    """One reader item (``pipelines.control.records.RECORD_FIELDS``) from a selected row."""
     item = {name: row[name] for name in _FIELDS}
     item["vertical_data"] = item.pop("data")
     for name in ("event_time", "updated_at"):

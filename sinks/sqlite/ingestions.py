@@ -60,7 +60,7 @@ class SQLiteIngestionsSink(SQLiteStore, IngestionsSink):
 
 
 class SQLiteIngestionLedger:
-    """Reads the ingestions table (``pipelines.control.app.IngestionLedger``); none before it
+    """Reads the ingestions table (``pipelines.control.ingestions.IngestionLedger``); none before it
     exists."""
 
     def __init__(

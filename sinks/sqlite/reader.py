@@ -1,4 +1,4 @@
-"""The records reader over SQLite (:class:`pipelines.control.app.RecordReader`).
+"""The records reader over SQLite (:class:`pipelines.control.records.RecordReader`).
 
 One short connection per call (WAL mode: reads never wait for the sink's writes), so the
 HTTP service can read the file another process (``qanat sink sqlite``) writes. Before the
@@ -27,7 +27,7 @@ _SELECT = (
 
 
 def record_item(row: sqlite3.Row) -> dict[str, Any]:
-    """One reader item (``pipelines.control.app.RECORD_FIELDS``) from a row of ``_SELECT``."""
+    """One reader item (``pipelines.control.records.RECORD_FIELDS``) from a row of ``_SELECT``."""
     item = dict(row)
     item["vertical_data"] = orjson.loads(item.pop("data"))
     return {
