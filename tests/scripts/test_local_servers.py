@@ -111,10 +111,18 @@ def test_a_failed_check_stops_them_too(checkout: Path) -> None:
     assert not any((checkout.parent / "up").iterdir())
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_pytest_stops_them(checkout: Path) -> None:
     script = checkout / "scripts" / "test.sh"
     env = _env(checkout, STUB_PYTEST_SLEEP="30")
-    with subprocess.Popen(["bash", str(script)], env=env, start_new_session=True) as proc:
+    # SIGINT as a terminal leaves it: a suite started as a background job (``cmd &`` without
+    # job control) inherits it ignored, and bash cannot trap a signal ignored on entry.
+    with subprocess.Popen(
+        ["bash", str(script)], env=env, start_new_session=True, preexec_fn=_default_sigint
+    ) as proc:
         deadline = time.monotonic() + 20
         while not (checkout.parent / "up" / "pytest").exists():
             assert proc.poll() is None and time.monotonic() < deadline
