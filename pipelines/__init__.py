@@ -1,4 +1,7 @@
-"""qanat core: settings, the record contract, topics, schemas and the transform stage."""
+"""qanat's pipeline parts: core (the contract every process shares), transform (the Quix
+Streams stage), dlq (dead-letter tooling), control (the control plane's routes), cli (the
+composition root), and the local development broker (devbroker, devbroker_jars, devmqtt).
+Who may import whom: design.md, "Layout", checked by tests/test_layout.py."""
 
 import contextlib
 import warnings

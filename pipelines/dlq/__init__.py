@@ -1,4 +1,5 @@
-"""Dead-letter tooling: reading and filtering (read), the replay state topic (state), dry-run
+"""Dead-letter tooling: a dead letter as read (letter), filters and stats (filters), scanning
+the topic (read), the replay state topic (state), dry-run
 and replay (replay), export and import (export), purge, and background jobs (jobs).
 
 It imports pipelines.core and the transform (a dry run re-validates with the transform's own
