@@ -229,7 +229,10 @@ def write_report(path: Path | None = None, scenarios: set[str] | None = None) ->
         runs = [run for run in runs if run["scenario"] in scenarios]
     path.parent.mkdir(parents=True, exist_ok=True)
     # Test processes run side by side (pytest-xdist) merge one at a time: none loses a row.
-    with (path.parent / ".report.lock").open("a") as lock:
+    # The lock lives under .qanat (ignored), also when the report is the tracked one.
+    lock_path = ROOT / ".qanat" / "report.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         base = path if path.exists() else REPORT
         existing = base.read_text() if base.exists() else ""
