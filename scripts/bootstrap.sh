@@ -19,6 +19,14 @@ apt_install() {
 
 command -v java >/dev/null || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null || apt_install maven
+# mosquitto_pub, which the README's MQTT examples use; optional, so no root is no failure.
+if ! command -v mosquitto_pub >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt_install mosquitto-clients
+  else
+    log "no mosquitto_pub (for the README's MQTT examples): install Debian's mosquitto-clients"
+  fi
+fi
 
 python=""
 for candidate in "${QANAT_PYTHON:-}" python3.11 python3.12 python3.13 python3; do

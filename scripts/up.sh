@@ -7,4 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+echo "up.sh: qanat is .venv/bin/qanat; 'source .venv/bin/activate' puts it on a shell's PATH" >&2
 exec .venv/bin/qanat up "$@"

@@ -102,12 +102,13 @@ def dlq_show(
     if as_json:
         echo_json(full)
         return
-    from rich.pretty import Pretty
+    from rich.json import JSON
     from rich.table import Table
 
     table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    for name, value in full.items():
-        table.add_row(name, Pretty(value) if isinstance(value, dict | list) else str(value))
+    for name, value in full.items():  # the value, headers and details as JSON, not Python
+        structured = isinstance(value, dict | list)
+        table.add_row(name, JSON.from_data(value, default=str) if structured else str(value))
     rich_console().print(table)

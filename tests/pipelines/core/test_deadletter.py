@@ -197,7 +197,10 @@ def test_ls_stats_and_show(seeded: KafkaSettings) -> None:
     shown = orjson.loads(dlq(seeded, "show", position, "--json").stdout)
     assert shown["headers"]["qanat.error.stage"] == first["stage"]
     assert shown["key"] == first["key"] and shown["details"] is not None
-    assert "qanat.error.details" in dlq(seeded, "show", position).stdout
+    readable = dlq(seeded, "show", position).stdout
+    assert "qanat.error.details" in readable
+    # headers and details printed as JSON (double quotes), not as a Python dict
+    assert '"qanat.error.stage": "' in readable and "'qanat.error.stage'" not in readable
     missing = dlq(seeded, "show", "0:999")
     assert missing.exit_code == 1 and "no dead letter" in missing.stderr
 
