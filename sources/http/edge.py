@@ -8,22 +8,17 @@ can hang up, so an error line per hang-up would let anyone flood the log.
 key with the ``admin`` scope (``Authorization: Bearer <key>``; for ``/docs``, which a browser
 opens, ``?token=<key>`` too), unless ``public_metrics`` / ``public_docs`` is set or ``auth``
 is ``none``. Prometheus sends the key with ``authorization: {credentials: <key>}`` in its
-scrape config. The docs pages load their scripts and styles from the service itself
-(``/docs-assets``: the Swagger UI and ReDoc bundles of the ``fastapi-offline`` package), never
-from a CDN, and ReDoc without Google's fonts: they work with the network cut off.
+scrape config.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-import fastapi_offline
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
@@ -33,9 +28,6 @@ from sources.http.auth import Authenticator, check_scope
 logger = logging.getLogger(__name__)
 
 __all__ = ["install_edge"]
-
-DOCS_ASSETS = "/docs-assets"
-_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 
 
 def install_edge(
@@ -70,28 +62,13 @@ def install_edge(
     async def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    # Public like any page's scripts: the bundles hold no data of this service.
-    app.mount(DOCS_ASSETS, StaticFiles(directory=_ASSETS_DIR), name="docs-assets")
-
     @app.get("/docs", dependencies=docs_deps, include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=_spec_url(request),
-            title=app.title,
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
-        )
+        return get_swagger_ui_html(openapi_url=_spec_url(request), title=app.title)
 
     @app.get("/redoc", dependencies=docs_deps, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=_spec_url(request),
-            title=app.title,
-            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
-            with_google_fonts=False,
-        )
+        return get_redoc_html(openapi_url=_spec_url(request), title=app.title)
 
 
 def _spec_url(request: Request) -> Any:

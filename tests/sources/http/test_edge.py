@@ -6,7 +6,6 @@ bounded labels."""
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import time
 from collections.abc import Iterator
@@ -141,17 +140,6 @@ def test_metrics_need_an_admin_key_and_labels_are_bounded(
             assert answer.status_code == 202, answer.text
         text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {admin}"}).text
         assert httpx.get(f"{base}/docs?token={admin}").status_code == 200
-        for page in ("docs", "redoc"):  # offline: every asset from the service itself
-            html = httpx.get(f"{base}/{page}?token={admin}").text
-            assets = re.findall(r'(?:src|href)="([^"]+)"', html)
-            assert assets and all(url.startswith("/docs-assets/") for url in assets), assets
-            elsewhere = [
-                u for u in re.findall(r"https?://[^\"' )]+", html) if not u.startswith(base)
-            ]
-            assert not elsewhere, elsewhere  # no CDN, no web fonts: only the service itself
-            for url in assets:
-                answer = httpx.get(f"{base}{url}")
-                assert answer.status_code == 200 and len(answer.content) > 1000, url
         assert httpx.get(f"{base}/openapi.json?token={admin}").status_code == 200
     assert 'vertical="edgefirst"' in text
     assert 'vertical="edgesecond"' not in text and 'vertical="edgethird"' not in text
